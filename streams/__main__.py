@@ -1,0 +1,3 @@
+from octollm.cli.main import main
+
+main()

@@ -1,0 +1,67 @@
+"""Entry point of the `octollm` command.
+
+Bad arguments print one line (`octollm: error: ...`) and exit 2, like the rest of our errors;
+click's multi-line usage box is reserved for `--help`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from pydantic import ValidationError
+
+from octollm import __version__
+from octollm.cli.errors import CliError
+from octollm.kafka.exceptions import KafkaClientError
+
+app = typer.Typer(
+    name="octollm",
+    help="Event-driven LLM task orchestration on Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print the installed OctoLLM version."""
+    typer.echo(f"octollm {__version__}")
+
+
+def _register() -> None:
+    # Imported here so `octollm version` and `--help` stay fast and each group is one module.
+    from octollm.cli import infra, produce, tail, topics
+
+    app.add_typer(infra.app, name="infra")
+    app.add_typer(topics.app, name="topics")
+    app.command(name="produce")(produce.produce)
+    app.command(name="tail")(tail.tail)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        app(args=argv, prog_name="octollm", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        typer.echo("octollm: aborted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        where = f" (in '{exc.ctx.command_path}')" if exc.ctx and exc.ctx.command_path else ""
+        typer.echo(f"octollm: error: {exc.format_message()}{where}", err=True)
+        sys.exit(2)
+    except CliError as exc:
+        typer.echo(f"octollm: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KafkaClientError as exc:
+        typer.echo(f"octollm: error: {exc}", err=True)
+        sys.exit(1)
+    except ValidationError as exc:  # a bad OCTO_* variable or config file entry
+        first = exc.errors()[0]
+        name = "OCTO_" + "_".join(str(p) for p in first["loc"]).upper()
+        typer.echo(f"octollm: error: setting {name}: {first['msg']}", err=True)
+        sys.exit(2)

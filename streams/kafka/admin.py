@@ -1,0 +1,102 @@
+"""Cluster checks and idempotent topic creation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+from octollm.kafka.exceptions import KafkaUnavailable, TopicCreationFailed, TopicNotFound
+from octollm.settings import Settings
+from octollm.topics import TopicSpec, full_name
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(settings.kafka_client_config())
+
+
+def cluster_metadata(
+    settings: Settings, *, client: AdminClient | None = None, topic: str | None = None
+) -> ClusterMetadata:
+    """Metadata of the cluster, or `KafkaUnavailable` once the connect timeout has passed."""
+    client = client or admin_client(settings)
+    try:
+        if topic is None:
+            return client.list_topics(timeout=settings.connect_timeout_s)
+        return client.list_topics(topic=topic, timeout=settings.connect_timeout_s)
+    except KafkaException as exc:
+        raise KafkaUnavailable(
+            settings.bootstrap_servers, settings.connect_timeout_s, str(exc.args[0])
+        ) from exc
+
+
+def partitions_of(settings: Settings, topic: str, *, client: AdminClient | None = None) -> list[int]:
+    """The partition ids of `topic` (its full name), or `TopicNotFound`."""
+    metadata = cluster_metadata(settings, client=client, topic=topic)
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise TopicNotFound(topic)
+    return sorted(info.partitions)
+
+
+@dataclass(frozen=True)
+class TopicOutcome:
+    name: str
+    action: Literal["created", "exists"]
+    partitions: int
+    replication_factor: int
+
+
+def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> list[TopicOutcome]:
+    """Create the topics that are missing; report the ones found. Safe to run any number of times."""
+    client = admin_client(settings)
+    existing = cluster_metadata(settings, client=client).topics
+    outcomes: list[TopicOutcome] = []
+    wanted: dict[str, NewTopic] = {}
+    for spec in specs:
+        name = full_name(settings, spec.name)
+        if name in existing:
+            info = existing[name]
+            replicas = len(next(iter(info.partitions.values())).replicas) if info.partitions else 0
+            outcomes.append(TopicOutcome(name, "exists", len(info.partitions), replicas))
+            continue
+        config = {"min.insync.replicas": str(settings.min_insync_replicas), **spec.config}
+        wanted[name] = NewTopic(
+            name,
+            num_partitions=settings.partitions,
+            replication_factor=settings.replication_factor,
+            config=config,
+        )
+    if wanted:
+        futures = client.create_topics(
+            list(wanted.values()), operation_timeout=30, request_timeout=settings.connect_timeout_s * 3
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+                action: Literal["created", "exists"] = "created"
+            except KafkaException as exc:
+                # Another process created it between our metadata read and the request.
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise TopicCreationFailed(f"could not create {name}: {exc.args[0].str()}") from exc
+                action = "exists"
+            outcomes.append(
+                TopicOutcome(name, action, settings.partitions, settings.replication_factor)
+            )
+    order = {full_name(settings, s.name): i for i, s in enumerate(specs)}
+    return sorted(outcomes, key=lambda o: order[o.name])
+
+
+def delete_topics(settings: Settings, names: list[str]) -> None:
+    """Delete topics by full name (used by `make reset` and tests)."""
+    if not names:
+        return
+    client = admin_client(settings)
+    for future in client.delete_topics(names, operation_timeout=30).values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise
