@@ -157,11 +157,11 @@ def main() -> None:
     try:
         tasks = make_tasks(N)
         records = [t.to_avro() for t in tasks]
-        size = len(bare_encoder()[0]) + len(
-            fastavro_bytes(bare_encoder()[1], records[0])
+        size = len(bare_encoder()[0]) + len(fastavro_bytes(bare_encoder()[1], records[0]))
+        print(
+            f"\nmoving {N:,} TaskRequests of {size} bytes each "
+            f"({len(base.bootstrap_servers.split(','))} broker(s), {base.partitions} partitions)"
         )
-        print(f"\nmoving {N:,} TaskRequests of {size} bytes each "
-              f"({len(base.bootstrap_servers.split(','))} broker(s), {base.partitions} partitions)")
 
         bare_p = bare_produce(bare_settings, topics[1], records)
         raw_p = raw_produce(raw_settings, topics[2], [os.urandom(size) for _ in range(N)])
@@ -170,10 +170,16 @@ def main() -> None:
         bare_lat = bare_latency(bare_settings, topics[1], make_tasks(LATENCY_N))
 
         rows = [
-            Row("produce (encode + send + ack)", N / sdk_p, N / bare_p, "/s", "SDK >= 0.80 of bare"),
+            Row(
+                "produce (encode + send + ack)", N / sdk_p, N / bare_p, "/s", "SDK >= 0.80 of bare"
+            ),
             Row("consume (fetch + decode)", N / sdk_c, N / bare_c, "/s", "SDK >= 0.80 of bare"),
-            Row("submit() ack latency p50", percentile(sdk_lat, 50), percentile(bare_lat, 50), "ms"),
-            Row("submit() ack latency p99", percentile(sdk_lat, 99), percentile(bare_lat, 99), "ms"),
+            Row(
+                "submit() ack latency p50", percentile(sdk_lat, 50), percentile(bare_lat, 50), "ms"
+            ),
+            Row(
+                "submit() ack latency p99", percentile(sdk_lat, 99), percentile(bare_lat, 99), "ms"
+            ),
         ]
         print_table(
             "SDK (OctoClient) vs bare confluent-kafka + fastavro",

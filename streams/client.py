@@ -228,7 +228,10 @@ class OctoClient:
                     except CodecError as exc:
                         log.warning(
                             "skipping undecodable record %s/%d@%d: %s",
-                            name, msg.partition(), msg.offset(), exc,
+                            name,
+                            msg.partition(),
+                            msg.offset(),
+                            exc,
                         )
                 if tracker is not None and not batch:
                     tracker.update(
@@ -238,7 +241,10 @@ class OctoClient:
             await consumer.close()
 
     async def results(
-        self, tenant: str | None = None, *, start: StartPosition | str = "end",
+        self,
+        tenant: str | None = None,
+        *,
+        start: StartPosition | str = "end",
         group_id: str | None = None,
     ) -> AsyncIterator[TaskResult]:
         """Terminal results as they arrive, optionally only one tenant's."""

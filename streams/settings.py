@@ -7,6 +7,7 @@ reads the same `OCTO_*` variables, so one environment configures the whole pipel
 
 from __future__ import annotations
 
+import logging
 import os
 from enum import StrEnum
 from functools import lru_cache
@@ -61,7 +62,9 @@ class Settings(BaseSettings):
 
     # --- Kafka connection -----------------------------------------------------------------
     bootstrap_servers: str = Field(
-        "127.0.0.1:9092", description="Comma-separated host:port list of Kafka brokers."
+        "",
+        description="Comma-separated host:port list of Kafka brokers; "
+        "empty means the local cluster on kafka_port.",
     )
     security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
     sasl_mechanism: SaslMechanism | None = None
@@ -69,7 +72,7 @@ class Settings(BaseSettings):
     sasl_password: SecretStr | None = None
     ssl_ca_location: Path | None = None
     connect_timeout_s: float = Field(
-        10.0, gt=0, description="How long a client waits for a broker before a clear error."
+        5.0, gt=0, description="How long a client waits for a broker before a clear error."
     )
 
     # --- Topics ---------------------------------------------------------------------------
@@ -97,6 +100,22 @@ class Settings(BaseSettings):
     kafka_version: str = "4.4.0"
     kafka_port: int = Field(9092, ge=1024, le=65000, description="First broker's client port.")
     kafka_heap_mb: int = Field(512, ge=128)
+    registry_version: str = Field(
+        default="3.3.3",
+        description="Apicurio Registry release run as the local Confluent-compatible schema "
+        "registry (docs/schema-registry.md); 3.3.x needs Java 21+, 3.0.x runs on Java 17.",
+    )
+    registry_port: int = Field(
+        default=8081, ge=1024, le=65000, description="Local schema registry's HTTP port."
+    )
+    registry_heap_mb: int = Field(
+        default=256, ge=96, description="Local schema registry's max heap."
+    )
+    registry_java_home: Path | None = Field(
+        default=None,
+        description="JDK to run the schema registry with; default: the first of JAVA_HOME, "
+        "`java` on PATH and /usr/lib/jvm/* new enough for registry_version.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -116,6 +135,8 @@ class Settings(BaseSettings):
     @field_validator("bootstrap_servers")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
+        if not value:
+            return value
         for server in value.split(","):
             host, sep, port = server.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
@@ -132,6 +153,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
+        if not self.bootstrap_servers:
+            self.bootstrap_servers = f"127.0.0.1:{self.kafka_port}"
         sasl = self.security_protocol in (
             SecurityProtocol.SASL_SSL,
             SecurityProtocol.SASL_PLAINTEXT,
@@ -150,6 +173,9 @@ class Settings(BaseSettings):
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every producer, consumer and admin client."""
         config: dict[str, Any] = {
+            # librdkafka's own log lines go to Python logging, where the application decides
+            # what is shown; left alone they are printed straight to stderr.
+            "logger": logging.getLogger("octollm.librdkafka"),
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol.value,
             "socket.connection.setup.timeout.ms": int(self.connect_timeout_s * 1000),

@@ -47,7 +47,9 @@ def parse_jsonl(lines: Iterable[str]) -> Iterator[ParsedLine]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise TaskInputError(f"line {line_no}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+            raise TaskInputError(
+                f"line {line_no}: invalid JSON: {exc.msg} (column {exc.colno})"
+            ) from None
         try:
             yield ParsedLine(line_no, task_from_dict(obj))
         except TaskInputError as exc:

@@ -38,13 +38,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs = [TopicSpec(TASKS, "inbound tasks (TaskRequest)")]
     specs += [TopicSpec(routed(r), f"tasks routed to '{r}' (RoutedTask)") for r in settings.routes]
     specs.append(TopicSpec(QUARANTINE, "tasks held back by the reflex layer (RoutedTask)"))
-    specs += [TopicSpec(arm_requests(a), f"work for the {a} arm (ArmRequest)") for a in settings.arms]
+    specs += [
+        TopicSpec(arm_requests(a), f"work for the {a} arm (ArmRequest)") for a in settings.arms
+    ]
     specs += [
         TopicSpec(ARM_RESULTS, "arm outputs (ArmResult)"),
         TopicSpec(RESULTS, "terminal results (TaskResult)"),
         TopicSpec(AUDIT, "every step of every task (AuditEvent)"),
         # Dead letters are evidence: keep them a month even on a cluster with short defaults.
-        TopicSpec(DLQ, "undecodable or rejected events (DeadLetter)", {"retention.ms": "2592000000"}),
+        TopicSpec(
+            DLQ, "undecodable or rejected events (DeadLetter)", {"retention.ms": "2592000000"}
+        ),
     ]
     return specs
 

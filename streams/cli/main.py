@@ -6,6 +6,8 @@ click's multi-line usage box is reserved for `--help`.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import click
@@ -31,17 +33,37 @@ def version() -> None:
     typer.echo(f"octollm {__version__}")
 
 
+_registered = False
+
+
 def _register() -> None:
-    # Imported here so `octollm version` and `--help` stay fast and each group is one module.
-    from octollm.cli import infra, produce, tail, topics
+    # Imported here so `octollm version` stays fast; each command group is one module.
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from octollm.cli import infra, produce, run, tail, topics
 
     app.add_typer(infra.app, name="infra")
     app.add_typer(topics.app, name="topics")
     app.command(name="produce")(produce.produce)
     app.command(name="tail")(tail.tail)
+    app.command(name="run")(run.run)
+
+
+def _configure_logging() -> None:
+    """Warnings and errors as one line each; librdkafka's retry chatter only with OCTO_LOG_LEVEL.
+
+    A command that cannot reach a broker says so itself, once, in one line.
+    """
+    level = os.environ.get("OCTO_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="octollm: %(levelname)s %(name)s: %(message)s")
+    if "OCTO_LOG_LEVEL" not in os.environ:
+        logging.getLogger("octollm.librdkafka").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> None:
+    _configure_logging()
     _register()
     try:
         app(args=argv, prog_name="octollm", standalone_mode=False)

@@ -41,7 +41,9 @@ def run(
     for line in kafka.up(settings, brokers=1).lines():
         typer.echo(line)
     created = ensure_topics(settings, topic_specs(settings))
-    typer.echo(f"topics: {sum(o.action == 'created' for o in created)} created, {len(created)} total")
+    typer.echo(
+        f"topics: {sum(o.action == 'created' for o in created)} created, {len(created)} total"
+    )
 
     async def round_trip() -> int:
         since = datetime.now(UTC) - timedelta(seconds=1)
@@ -59,5 +61,7 @@ def run(
     back = asyncio.run(round_trip())
     if back != len(tasks):
         raise CliError(f"read back {back} of {len(tasks)} example tasks from {TASKS}")
-    typer.echo(f"read back all {back} example task(s) from {TASKS}. Kafka keeps running: "
-               "`octollm infra down` stops it.")
+    typer.echo(
+        f"read back all {back} example task(s) from {TASKS}. Kafka keeps running: "
+        "`octollm infra down` stops it."
+    )

@@ -38,7 +38,8 @@ def _record(msg: Message, codec: Codec) -> dict[str, Any]:
     }
     headers = msg.headers()
     if headers:
-        out["headers"] = {k: (v or b"").decode("utf-8", "replace") for k, v in headers}
+        pairs = headers.items() if isinstance(headers, dict) else headers
+        out["headers"] = {k: _text(v) for k, v in pairs}
     value = msg.value() or b""
     try:
         decoded = codec.decode(value, topic=msg.topic())
@@ -52,10 +53,15 @@ def _record(msg: Message, codec: Codec) -> dict[str, Any]:
     return out
 
 
+def _text(value: str | bytes | None) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else (value or "")
+
+
 def _human(rec: dict[str, Any]) -> str:
     where = f"{rec['partition']}@{rec['offset']}"
     if "error" in rec:
-        return f"{where} key={rec['key']} UNDECODABLE {rec['error']['class']}: {rec['error']['reason']}"
+        error = rec["error"]
+        return f"{where} key={rec['key']} UNDECODABLE {error['class']}: {error['reason']}"
     return f"{where} key={rec['key']} {rec['schema']} {jsonable.dumps(rec['value'])}"
 
 
@@ -109,14 +115,16 @@ def tail(
                     if err.code() == KafkaError._PARTITION_EOF:
                         continue
                     raise CliError(f"reading {name}: {err.str()}")
-                tracker.seen(msg.partition(), msg.offset())
+                tracker.seen(msg.partition() or 0, msg.offset() or 0)
                 rec = _record(msg, codec)
                 sys.stdout.write((jsonable.dumps(rec) if as_json else _human(rec)) + "\n")
                 shown += 1
                 if limit is not None and shown >= limit:
                     return
             if not follow:
-                tracker.update(consumer.position([TopicPartition(name, p) for p in tracker.pending]))
+                tracker.update(
+                    consumer.position([TopicPartition(name, p) for p in tracker.pending])
+                )
                 if tracker.done:
                     return
     finally:

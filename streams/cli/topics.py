@@ -18,7 +18,8 @@ def create() -> None:
     outcomes = ensure_topics(settings, topic_specs(settings))
     for o in outcomes:
         typer.echo(
-            f"{o.action:8} {o.name}  (partitions={o.partitions}, replication={o.replication_factor})"
+            f"{o.action:8} {o.name}  "
+            f"(partitions={o.partitions}, replication={o.replication_factor})"
         )
     created = sum(o.action == "created" for o in outcomes)
     typer.echo(f"{created} created, {len(outcomes) - created} already existed")

@@ -73,7 +73,9 @@ def start_offsets(
         )
         # -1 means no record at or after that time: start at the end of that partition.
         return [
-            TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else marks[tp.partition][1])
+            TopicPartition(
+                topic, tp.partition, tp.offset if tp.offset >= 0 else marks[tp.partition][1]
+            )
             for tp in found
         ]
     resolved = []

@@ -10,7 +10,7 @@ from confluent_kafka import Producer as _RawProducer
 from octollm.kafka.exceptions import ProduceFailed
 from octollm.settings import Settings
 
-Headers = list[tuple[str, bytes]]
+Headers = list[tuple[str, str | bytes | None]]
 
 
 def producer_config(settings: Settings, *, client_id: str, **overrides: Any) -> dict[str, Any]:
@@ -43,7 +43,12 @@ class Producer:
             self.delivered += 1
 
     def produce(
-        self, topic: str, value: bytes, *, key: bytes | str | None = None, headers: Headers | None = None
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes | str | None = None,
+        headers: Headers | None = None,
     ) -> None:
         while True:
             try:

@@ -76,6 +76,11 @@ def test_topic_specs_cover_the_data_path() -> None:
         assert routed(route) in names
     for arm in ("planner", "coder", "retriever", "executor", "judge", "safety_guardian"):
         assert arm_requests(arm) in names
-    assert {"octo.tasks.quarantine", "octo.arm.results", "octo.results.v1", "octo.audit.v1",
-            "octo.dlq"} <= set(names)
+    assert {
+        "octo.tasks.quarantine",
+        "octo.arm.results",
+        "octo.results.v1",
+        "octo.audit.v1",
+        "octo.dlq",
+    } <= set(names)
     assert len(names) == len(set(names))

@@ -31,8 +31,10 @@ def test_given_id_is_kept() -> None:
     [
         ('{"tenant_id": "t"}', "line 2: field 'goal'"),
         ('{"tenant_id": "t", "goal": "g", "priority": "URGENT"}', "line 2: field 'priority'"),
-        ('{"tenant_id": "t", "goal": "g", "budget": {"max_tokens": "many"}}',
-         "line 2: field 'budget.max_tokens'"),
+        (
+            '{"tenant_id": "t", "goal": "g", "budget": {"max_tokens": "many"}}',
+            "line 2: field 'budget.max_tokens'",
+        ),
         ('{"tenant_id": "t", "goal": "g", "task_id": "not-a-uuid"}', "line 2: field 'task_id'"),
         ('{"tenant_id": "t", "goal": "g", "surprise": 1}', "line 2: field 'surprise'"),
         ('{"tenant_id": "t", "goal": ', "line 2: invalid JSON"),
@@ -52,8 +54,14 @@ def test_blank_lines_are_skipped_and_numbering_kept() -> None:
 
 @pytest.mark.parametrize(
     ("text", "kind"),
-    [("beginning", "beginning"), ("end", "end"), ("42", "offset"), ("-10", "offset"),
-     ("2026-11-25T10:00:00Z", "time"), ("2026-11-25T10:00:00+01:00", "time")],
+    [
+        ("beginning", "beginning"),
+        ("end", "end"),
+        ("42", "offset"),
+        ("-10", "offset"),
+        ("2026-11-25T10:00:00Z", "time"),
+        ("2026-11-25T10:00:00+01:00", "time"),
+    ],
 )
 def test_start_positions(text: str, kind: str) -> None:
     assert StartPosition.parse(text).kind == kind

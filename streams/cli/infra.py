@@ -1,0 +1,165 @@
+"""`octollm infra`: run a real local Kafka (KRaft, 1 or 3 nodes) on 127.0.0.1; see docs/kafka.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from octollm.cli.errors import CliError
+from octollm.settings import Settings, get_settings
+from octollm.supervisor import kafka
+
+app = typer.Typer(
+    help="Run the local Kafka cluster (Apache Kafka in KRaft mode, no Docker) on 127.0.0.1.",
+    no_args_is_help=True,
+)
+
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Where Kafka data, logs and pid files live (default: OCTO_DATA_DIR or ./.data).",
+        file_okay=False,
+    ),
+]
+BrokersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--brokers",
+        help="Number of nodes: 1, or 3 for replication tests (default: what the data dir has, "
+        "else 1).",
+    ),
+]
+
+
+def _settings(data_dir: Path | None) -> Settings:
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise CliError(f"invalid settings: {exc}") from exc
+    if data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": data_dir.expanduser().resolve()})
+    return settings
+
+
+def _fail(exc: Exception) -> CliError:
+    return CliError(str(exc), exit_code=1)
+
+
+@app.command()
+def up(brokers: BrokersOption = None, data_dir: DataDirOption = None) -> None:
+    """Start the cluster (idempotent) and wait until every broker answers."""
+    if brokers is not None and brokers not in kafka.ALLOWED_BROKER_COUNTS:
+        # A usage error (exit 2) raised as CliError, so it prints one line like the others.
+        raise CliError(f"invalid value for '--brokers': {brokers} (must be 1 or 3)", exit_code=2)
+    settings = _settings(data_dir)
+    if not kafka.jars_cached(settings):
+        typer.echo(
+            f"kafka: fetching Apache Kafka {settings.kafka_version} jars from Maven Central into "
+            f"{kafka.jars_dir(settings)} (first run only)..."
+        )
+    try:
+        result = kafka.up(settings, brokers)
+    except (kafka.InfraError, TimeoutError) as exc:
+        raise _fail(exc) from exc
+    for line in result.lines():
+        typer.echo(line)
+
+
+@app.command()
+def fetch() -> None:
+    """Download the Kafka jars from Maven Central into the cache (no-op when already there)."""
+    settings = _settings(None)
+    cached = kafka.jars_cached(settings)
+    if not cached:
+        typer.echo(
+            f"kafka: fetching Apache Kafka {settings.kafka_version} jars from Maven Central "
+            f"into {kafka.jars_dir(settings)}..."
+        )
+    try:
+        libs = kafka.ensure_jars(settings)
+    except kafka.InfraError as exc:
+        raise _fail(exc) from exc
+    jars = len(list(libs.glob("*.jar")))
+    typer.echo(f"kafka: {jars} jars {'already ' if cached else ''}in {libs}")
+
+
+@app.command()
+def down(data_dir: DataDirOption = None) -> None:
+    """Stop the cluster's nodes (only the processes recorded in our pid files)."""
+    settings = _settings(data_dir)
+    try:
+        stopped = kafka.down(settings)
+    except kafka.InfraError as exc:
+        raise _fail(exc) from exc
+    if not stopped:
+        typer.echo("kafka: not running")
+    for node, pid in stopped:
+        typer.echo(f"kafka node {node} stopped (pid {pid})")
+
+
+@app.command()
+def status(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
+) -> None:
+    """Show each node's pid, ports, data dir and log files, and whether the cluster answers."""
+    settings = _settings(data_dir)
+    try:
+        st = kafka.status(settings)
+    except kafka.InfraError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(st.to_dict(), indent=2))
+        return
+    if not st.formatted and not st.nodes:
+        typer.echo(f"kafka: no cluster in {st.data_dir} (run `octollm infra up`)")
+        return
+    running = sum(n.running for n in st.nodes)
+    if st.answering:
+        health = f"answering, {st.brokers_in_metadata} broker(s) in metadata"
+    else:
+        health = "not answering"
+    typer.echo(
+        f"kafka: {running}/{len(st.nodes)} node(s) running, {health}; "
+        f"bootstrap servers {st.bootstrap_servers}"
+    )
+    for n in st.nodes:
+        state = f"running (pid {n.pid})" if n.running else "stopped"
+        typer.echo(
+            f"  node {n.node}: {state}, client {kafka.HOST}:{n.client_port}, "
+            f"controller {kafka.HOST}:{n.controller_port}"
+        )
+        typer.echo(f"    data: {n.data_dir}")
+        typer.echo(f"    logs: {n.server_log} (stdout/stderr: {n.stdout_log})")
+
+
+@app.command()
+def reset(
+    data_dir: DataDirOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Stop the cluster and delete its local data and logs (<data-dir>/kafka)."""
+    settings = _settings(data_dir)
+    target = kafka.kafka_dir(settings)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError(
+                f"reset deletes {target}; stdin is not a terminal to confirm, pass --yes",
+                exit_code=1,
+            )
+        typer.confirm(f"Stop Kafka and delete {target}?", abort=True)
+    try:
+        removed = kafka.reset(settings)
+    except kafka.InfraError as exc:
+        raise _fail(exc) from exc
+    if any(path == target.resolve() for path in removed):
+        typer.echo(f"kafka: deleted {target}")
+    else:
+        typer.echo(f"kafka: nothing to delete in {settings.data_dir}")

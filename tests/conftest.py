@@ -1,0 +1,74 @@
+"""Shared fixtures. Services are real and started here, once per session, then stopped by PID.
+
+Where a Docker engine answers, testcontainers could provide the broker; this machine has none,
+so the same Kafka that `octollm infra up` runs is started locally, on ports of its own, with its
+data in a temporary directory. Either way the tests run against a real broker and never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from octollm.settings import Settings, get_settings
+from octollm.supervisor import kafka
+from octollm.supervisor.process import port_in_use
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free (client and controller listeners)."""
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < 65000 and not port_in_use("127.0.0.1", port + 1):
+            return int(port)
+    raise RuntimeError("no free pair of ports on 127.0.0.1")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_cache() -> Iterator[None]:
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """A real one-node Kafka 4.4 (KRaft) for the whole session."""
+    data_dir = tmp_path_factory.mktemp("kafka-1")
+    settings = Settings(data_dir=data_dir, kafka_port=free_port_pair(), partitions=3)
+    kafka.up(settings, brokers=1)
+    try:
+        yield settings
+    finally:
+        kafka.down(settings)
+
+
+@pytest.fixture
+def isolated(kafka_settings: Settings) -> Settings:
+    """The session broker with a topic prefix of this test's own, so tests never share topics."""
+    return kafka_settings.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}."})
+
+
+def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for running `octollm` in a subprocess against `settings`' cluster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCTO_")}
+    env.update(
+        OCTO_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
+        OCTO_KAFKA_PORT=str(settings.kafka_port),
+        OCTO_DATA_DIR=str(settings.data_dir),
+        OCTO_TOPIC_PREFIX=settings.topic_prefix,
+        OCTO_PARTITIONS=str(settings.partitions),
+        OCTO_CONFIG=str(Path(settings.data_dir) / "no-config.toml"),
+    )
+    env.update(extra)
+    return env
+
+
+OCTOLLM = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "octollm")
