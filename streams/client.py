@@ -7,8 +7,10 @@ async with OctoClient() as octo:
 ```
 
 Producing is idempotent (librdkafka's idempotent producer: retries never duplicate or reorder a
-task). Delivery reports are served by an asyncio task on the caller's loop, so no thread hands
-futures across; consuming uses confluent-kafka's `AIOConsumer`, which reads in batches.
+task). A delivery thread blocks in librdkafka's poll, so an acknowledgement wakes the caller at
+once; a `submit_many` batch resolves one future, not one per record. (confluent-kafka's own
+`AIOProducer` cannot send headers, which replay and tracing need.) Consuming uses
+confluent-kafka's `AIOConsumer`, which reads in batches.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import threading
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -47,12 +49,16 @@ log = logging.getLogger("octollm.client")
 
 
 class _Batch:
-    """Counts outstanding deliveries of one `submit_many` call; one future for all of them."""
+    """Counts the outstanding deliveries of one `submit_many` call; one future for them all.
 
-    __slots__ = ("error", "future", "pending")
+    Called by librdkafka in the delivery thread; only the last delivery crosses to the loop.
+    """
 
-    def __init__(self, future: asyncio.Future[None], pending: int) -> None:
-        self.future = future
+    __slots__ = ("error", "future", "loop", "pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pending: int) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
         self.pending = pending
         self.error: str | None = None
 
@@ -60,11 +66,16 @@ class _Batch:
         if err is not None and self.error is None:
             self.error = f"{msg.topic()}: {err.str()}"
         self.pending -= 1
-        if self.pending == 0 and not self.future.done():
-            if self.error:
-                self.future.set_exception(ProduceFailed(self.error))
-            else:
-                self.future.set_result(None)
+        if self.pending == 0:
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if self.future.done():
+            return
+        if self.error:
+            self.future.set_exception(ProduceFailed(self.error))
+        else:
+            self.future.set_result(None)
 
 
 class OctoClient:
@@ -84,8 +95,8 @@ class OctoClient:
             registry_url=self.settings.schema_registry_url,
         )
         self._producer: _RawProducer | None = None
-        self._pump: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._delivery_thread: threading.Thread | None = None
+        self._closing = threading.Event()
         self._started_at = datetime.now(UTC)
         self._waiters: dict[str, asyncio.Future[TaskResult]] = {}
         self._seen: dict[str, TaskResult] = {}
@@ -99,18 +110,27 @@ class OctoClient:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, cluster_metadata, self.settings)
         self._producer = _RawProducer(producer_config(self.settings, client_id=self._client_id))
-        self._pump = asyncio.create_task(self._serve_deliveries(), name="octollm-delivery-pump")
+        self._closing.clear()
+        self._delivery_thread = threading.Thread(
+            target=self._serve_deliveries,
+            args=(self._producer,),
+            name="octollm-deliveries",
+            daemon=True,
+        )
+        self._delivery_thread.start()
         return self
 
     async def close(self) -> None:
         """Deliver what is queued, then stop."""
         if self._producer is not None:
             await self.flush()
-        for task in (self._pump, self._watcher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._closing.set()
+        if self._delivery_thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._delivery_thread.join)
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.cancel()
@@ -133,28 +153,27 @@ class OctoClient:
         encoded = [self._encode_task(t) for t in tasks]
         if not encoded:
             return []
-        batch = _Batch(asyncio.get_running_loop().create_future(), len(encoded))
+        batch = _Batch(asyncio.get_running_loop(), len(encoded))
         for task_id, value in encoded:
             while True:
                 try:
                     producer.produce(self.tasks_topic, value, key=task_id, on_delivery=batch)
                     break
                 except BufferError:
-                    # librdkafka's queue is full: let deliveries drain, then go on.
-                    producer.poll(0)
+                    # librdkafka's queue is full: the delivery thread drains it meanwhile.
                     await asyncio.sleep(0.001)
-        self._wake.set()
+        # Send now rather than after linger.ms: the caller is waiting for these.
+        producer.flush(0)
         await batch.future
         return [task_id for task_id, _ in encoded]
 
     async def flush(self, timeout: float = 60.0) -> None:
+        """Wait until everything produced so far is acknowledged."""
         producer = self._require_producer()
-        deadline = time.monotonic() + timeout
-        while len(producer) and time.monotonic() < deadline:
-            producer.poll(0)
-            await asyncio.sleep(0.005)
-        if len(producer):
-            raise ProduceFailed(f"{len(producer)} record(s) not acknowledged within {timeout:g}s")
+        loop = asyncio.get_running_loop()
+        remaining = await loop.run_in_executor(None, producer.flush, timeout)
+        if remaining:
+            raise ProduceFailed(f"{remaining} record(s) not acknowledged within {timeout:g}s")
 
     def _encode_task(self, task: TaskLike) -> tuple[str, bytes]:
         model = task if isinstance(task, TaskRequest) else task_from_dict(task)
@@ -165,15 +184,10 @@ class OctoClient:
             raise KafkaClientError("OctoClient is not started: use `async with OctoClient()`")
         return self._producer
 
-    async def _serve_deliveries(self) -> None:
-        """Run librdkafka's delivery callbacks on this loop while anything is in flight."""
-        producer = self._require_producer()
-        while True:
-            await self._wake.wait()
-            while len(producer):
-                producer.poll(0)
-                await asyncio.sleep(0.002)
-                self._wake.clear()
+    def _serve_deliveries(self, producer: _RawProducer) -> None:
+        """Delivery thread: librdkafka runs the delivery callbacks inside poll()."""
+        while not self._closing.is_set():
+            producer.poll(0.05)
 
     # --- consuming --------------------------------------------------------------------------
     async def records(

@@ -20,7 +20,7 @@ def producer_config(settings: Settings, *, client_id: str, **overrides: Any) -> 
         "client.id": client_id,
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": 1,
         "compression.type": "lz4",
         # Give up on a record after this long instead of librdkafka's 5-minute default.
         "message.timeout.ms": 60_000,
