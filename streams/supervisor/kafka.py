@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from octollm.settings import PROJECT_ROOT, Settings
+from octollm.supervisor import maven
 from octollm.supervisor.process import ManagedProcess, port_in_use, wait_until
 
 __all__ = [
@@ -56,7 +57,6 @@ ALLOWED_BROKER_COUNTS = (1, 3)
 INFRA_DIR = PROJECT_ROOT / "infra" / "kafka"
 POM = INFRA_DIR / "pom.xml"
 LOG4J2_CONFIG = INFRA_DIR / "log4j2.yaml"
-JARS_MARKER = ".octollm-complete"
 CLUSTER_FILE = "cluster.json"
 PORT_STRIDE = 100
 
@@ -128,69 +128,38 @@ def _java() -> str:
 
 
 def _jars_complete(libs: Path) -> bool:
-    return (libs / JARS_MARKER).is_file() and any(libs.glob("kafka_2.13-*.jar"))
+    return maven.read_marker(libs) is not None and any(libs.glob("kafka_2.13-*.jar"))
 
 
 def ensure_jars(settings: Settings) -> Path:
-    """The directory holding every Kafka runtime jar, downloading it with Maven the first time.
+    """The directory holding every Kafka runtime jar, fetched with Maven the first time.
 
-    A marker file is written only after a complete copy, so an interrupted download is redone
-    and a cached one never runs Maven again (a second `up` starts offline). A file lock keeps
-    two processes (parallel test sessions, `make setup` and `infra up`) from racing.
+    Once cached, Maven never runs again, so a second `up` starts offline (see maven.py).
     """
     settings = _absolute(settings)
     libs = jars_dir(settings)
     if _jars_complete(libs):
         return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise InfraError(
-            f"Kafka {settings.kafka_version} jars are not cached in {libs} and Maven (mvn) is not "
-            "installed to fetch them from Maven Central; install maven (and a JDK 17+) and retry"
-        )
     _java()
-    if not POM.is_file():
-        raise InfraError(f"{POM} is missing: run from an octollm checkout")
-    libs.parent.mkdir(parents=True, exist_ok=True)
-    with (libs.parent / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _jars_complete(libs):  # another process may have finished meanwhile
-            _download_jars(mvn, settings.kafka_version, libs)
+
+    def inspect(staging: Path) -> dict[str, Any] | None:
+        if not any(staging.glob("kafka_2.13-*.jar")):
+            return None
+        jars = len(list(staging.glob("*.jar")))
+        return {"kafka_version": settings.kafka_version, "jars": jars}
+
+    try:
+        maven.provision(
+            libs,
+            pom=POM,
+            goal="dependency:copy-dependencies",
+            properties={"includeScope": "runtime", "kafka.version": settings.kafka_version},
+            what=f"Apache Kafka {settings.kafka_version} jars",
+            inspect=inspect,
+        )
+    except maven.MavenError as exc:
+        raise InfraError(str(exc)) from exc
     return libs
-
-
-def _download_jars(mvn: str, version: str, libs: Path) -> None:
-    staging = libs.parent / f"libs.tmp-{os.getpid()}"
-    base = [
-        mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(POM),
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={staging}",
-        "-DincludeScope=runtime",
-        f"-Dkafka.version={version}",
-    ]
-    # Offline first: a warm ~/.m2 needs no network; fall back to Maven Central.
-    attempts = [[*base[:1], "-o", *base[1:]], base]
-    output = ""
-    for argv in attempts:
-        shutil.rmtree(staging, ignore_errors=True)
-        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
-        output = proc.stdout + proc.stderr
-        if proc.returncode == 0 and any(staging.glob("kafka_2.13-*.jar")):
-            break
-    else:
-        shutil.rmtree(staging, ignore_errors=True)
-        tail = "\n".join(output.strip().splitlines()[-15:])
-        raise InfraError(f"could not download Kafka {version} jars with Maven:\n{tail}")
-    jar_count = len(list(staging.glob("*.jar")))
-    (staging / JARS_MARKER).write_text(
-        json.dumps({"kafka_version": version, "jars": jar_count}) + "\n"
-    )
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.replace(libs)
 
 
 # --- configuration -------------------------------------------------------------------------

@@ -18,7 +18,6 @@ was started on is kept in `<data_dir>/run/schema-registry.json`. See docs/schema
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from octollm.settings import PROJECT_ROOT, Settings
+from octollm.supervisor import maven
 from octollm.supervisor.kafka import InfraError
 from octollm.supervisor.process import ManagedProcess, pid_alive, port_in_use, wait_until
 
@@ -57,11 +57,9 @@ HOST = "127.0.0.1"
 CCOMPAT_PATH = "/apis/ccompat/v7"
 POM = PROJECT_ROOT / "infra" / "registry" / "pom.xml"
 PROCESS_NAME = "schema-registry"
-INSTALL_MARKER = ".octollm-complete"
 START_TIMEOUT_S = 120.0
 #: Confluent Schema Registry's default global compatibility level.
 DEFAULT_COMPATIBILITY = "BACKWARD"
-MAVEN_TIMEOUT_S = 1200.0
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +139,10 @@ def _required_java(home: Path, launcher: Path) -> int:
 
 
 def _read_install(home: Path) -> RegistryInstall | None:
+    data = maven.read_marker(home)
+    if data is None:
+        return None
     try:
-        data = json.loads((home / INSTALL_MARKER).read_text())
         launcher = home / str(data["launcher"])
         if not launcher.is_file():
             return None
@@ -152,112 +152,51 @@ def _read_install(home: Path) -> RegistryInstall | None:
             launcher=launcher,
             java_major=int(data["java_major"]),
         )
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError, ValueError):
         return None
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock, so two processes provisioning the same version do not collide."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def install_info(settings: Settings) -> RegistryInstall:
     """The cached distribution of `settings.registry_version`, provisioning it if needed."""
-    ensure_registry(settings)
-    info = _read_install(registry_home(settings))
-    if info is None:  # pragma: no cover - ensure_registry just wrote it
+    info = _read_install(ensure_registry(settings))
+    if info is None:
         raise RegistryError(f"schema registry install in {registry_home(settings)} is incomplete")
     return info
 
 
 def ensure_registry(settings: Settings) -> Path:
-    """The unpacked Apicurio Registry distribution, fetched with Maven the first time.
-
-    The marker is written only after a complete unpack into a staging folder that is then
-    renamed into place, so an interrupted download is redone and a cached one runs no Maven.
-    """
+    """The unpacked Apicurio Registry distribution, fetched with Maven the first time."""
     home = registry_home(settings)
     if _read_install(home) is not None:
         return home
-    with _lock(settings.cache_dir / f"registry-{settings.registry_version}.lock"):
-        if _read_install(home) is not None:  # another process finished it meanwhile
-            return home
-        _provision(settings, home)
-    return home
-
-
-def _provision(settings: Settings, home: Path) -> None:
     version = settings.registry_version
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise RegistryError(
-            f"Apicurio Registry {version} is not cached in {home} and Maven (mvn) is not "
-            "installed to fetch it from Maven Central; install maven and retry"
-        )
-    if not POM.is_file():
-        raise RegistryError(f"{POM} is missing: run from an octollm checkout")
-    staging = home.parent / f"{home.name}.tmp-{os.getpid()}"
-    base = [
-        mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(POM),
-        "dependency:unpack",
-        f"-Dapicurio.version={version}",
-        f"-DoutputDirectory={staging}",
-    ]
-    # Offline first: a warm ~/.m2 needs no network; then Maven Central.
-    attempts = [[base[0], "-o", *base[1:]], base]
-    output = ""
-    launcher: Path | None = None
     started = time.monotonic()
-    try:
-        for argv in attempts:
-            shutil.rmtree(staging, ignore_errors=True)
-            try:
-                proc = subprocess.run(
-                    argv, capture_output=True, text=True, check=False, timeout=MAVEN_TIMEOUT_S
-                )
-            except subprocess.TimeoutExpired as exc:
-                output = f"mvn timed out after {exc.timeout:.0f}s"
-                continue
-            output = proc.stdout + proc.stderr
-            launcher = _find_launcher(staging) if proc.returncode == 0 else None
-            if launcher is not None:
-                break
+
+    def inspect(staging: Path) -> dict[str, Any] | None:
+        launcher = _find_launcher(staging)
         if launcher is None:
-            lines = output.strip().splitlines()
-            goal = [line for line in lines if "Failed to execute goal" in line][:1]
-            tail = "\n".join(goal + [line for line in lines[-10:] if line not in goal])
-            raise RegistryError(
-                f"could not fetch Apicurio Registry {version} "
-                f"(io.apicurio:apicurio-registry-app:{version}:tar.gz:all) with Maven:\n{tail}"
-            )
-        java_major = _required_java(staging, launcher)
-        (staging / INSTALL_MARKER).write_text(
-            json.dumps(
-                {
-                    "version": version,
-                    "launcher": launcher.relative_to(staging).as_posix(),
-                    "java_major": java_major,
-                    "provisioned_s": round(time.monotonic() - started, 1),
-                }
-            )
-            + "\n"
+            return None
+        return {
+            "version": version,
+            "launcher": launcher.relative_to(staging).as_posix(),
+            "java_major": _required_java(staging, launcher),
+            "provisioned_s": round(time.monotonic() - started, 1),
+        }
+
+    try:
+        maven.provision(
+            home,
+            pom=POM,
+            goal="dependency:unpack",
+            properties={"apicurio.version": version},
+            what=f"Apicurio Registry {version} "
+            f"(io.apicurio:apicurio-registry-app:{version}:tar.gz:all)",
+            inspect=inspect,
         )
-        shutil.rmtree(home, ignore_errors=True)
-        staging.replace(home)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    except maven.MavenError as exc:
+        raise RegistryError(str(exc)) from exc
     log.info("provisioned Apicurio Registry %s in %s", version, home)
+    return home
 
 
 # --- java ------------------------------------------------------------------------------------
