@@ -13,10 +13,11 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import fastavro
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.report import Row, peak_rss_mb, percentile, print_table
 from octollm.client import OctoClient
@@ -56,50 +57,58 @@ def bare_encoder() -> tuple[bytes, dict[str, object]]:
     return b"\xc3\x01" + schema.fingerprint_bytes, schema.parsed
 
 
-def bare_produce(settings: Settings, topic: str, records: list[dict[str, object]]) -> float:
-    header, parsed = bare_encoder()
+def produce_loop(
+    settings: Settings, topic: str, items: Iterator[tuple[str | None, bytes]]
+) -> float:
+    """The bare confluent-kafka loop; `items` is lazy, so producing them is timed too."""
     producer = Producer(producer_config(settings, client_id="bench-bare"))
+    producer.produce(topic, b"warm-up")  # connect and get the idempotence PID before timing
+    producer.flush(30)
     start = time.perf_counter()
-    for rec in records:
-        buf = io.BytesIO()
-        buf.write(header)
-        fastavro.schemaless_writer(buf, parsed, rec)
+    for key, value in items:
         while True:
             try:
-                producer.produce(topic, buf.getvalue(), key=str(rec["task_id"]))
+                producer.produce(topic, value, key=key)
                 break
             except BufferError:
                 producer.poll(0.01)
         producer.poll(0)
     producer.flush(120)
     return time.perf_counter() - start
+
+
+def bare_produce(settings: Settings, topic: str, records: list[dict[str, object]]) -> float:
+    header, parsed = bare_encoder()
+
+    def encoded() -> Iterator[tuple[str | None, bytes]]:
+        for rec in records:
+            buf = io.BytesIO()
+            buf.write(header)
+            fastavro.schemaless_writer(buf, parsed, rec)
+            yield str(rec["task_id"]), buf.getvalue()
+
+    return produce_loop(settings, topic, encoded())
 
 
 def raw_produce(settings: Settings, topic: str, values: list[bytes]) -> float:
-    producer = Producer(producer_config(settings, client_id="bench-raw"))
-    start = time.perf_counter()
-    for value in values:
-        while True:
-            try:
-                producer.produce(topic, value)
-                break
-            except BufferError:
-                producer.poll(0.01)
-        producer.poll(0)
-    producer.flush(120)
-    return time.perf_counter() - start
+    return produce_loop(settings, topic, ((None, v) for v in values))
 
 
 def bare_consume(settings: Settings, topic: str, expected: int) -> float:
     _, parsed = bare_encoder()
     consumer = Consumer(consumer_config(settings, client_id="bench-bare"))
-    consumer.subscribe([topic])
+    # Manual assignment from the beginning, as the SDK's records() does: no group join timed.
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     got = 0
     start = time.perf_counter()
     while got < expected:
         for msg in consumer.consume(num_messages=1000, timeout=1.0):
             if msg.error() is None:
-                fastavro.schemaless_reader(io.BytesIO(msg.value()[10:]), parsed, parsed)
+                value = msg.value()
+                if value == b"warm-up":
+                    continue
+                fastavro.schemaless_reader(io.BytesIO(value[10:]), parsed, parsed)
                 got += 1
     elapsed = time.perf_counter() - start
     consumer.close()
@@ -108,6 +117,7 @@ def bare_consume(settings: Settings, topic: str, expected: int) -> float:
 
 async def sdk_run(settings: Settings, tasks: list[TaskRequest]) -> tuple[float, float, list[float]]:
     async with OctoClient(settings, client_id="bench-sdk") as octo:
+        await octo.submit(make_tasks(1)[0])  # the same warm-up as the bare loop gets
         start = time.perf_counter()
         # Batches in flight together, as a producing service would keep them.
         await asyncio.gather(
@@ -120,7 +130,7 @@ async def sdk_run(settings: Settings, tasks: list[TaskRequest]) -> tuple[float, 
         async for _ in octo.records(TASKS, start="beginning", stop_at_end=True):
             got += 1
         consume_s = time.perf_counter() - start
-        assert got == len(tasks), f"SDK read back {got} of {len(tasks)}"
+        assert got == len(tasks) + 1, f"SDK read back {got} of {len(tasks) + 1}"
 
         latencies = []
         for task in make_tasks(LATENCY_N):
