@@ -5,10 +5,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 OCTO := $(VENV)/bin/octollm
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Rust builds go to a cache outside the clone, so a fresh clone (and CI) reuses them.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/octollm/cargo-target
+CARGO := cargo
+REFLEX := --manifest-path reflex-layer/Cargo.toml
 
 .PHONY: setup run up down status test test-unit test-integration test-e2e lint typecheck bench reset clean
 
-setup: ## venv, Python deps, Kafka jars (cached under ~/.cache/octollm and ~/.m2)
+setup: ## venv, Python deps, Kafka jars, the reflex binary (cached under ~/.cache/octollm, ~/.m2)
 	@scripts/setup.sh
 
 run: setup ## start Kafka, create topics, round-trip the example tasks
@@ -23,10 +27,12 @@ down: ## stop the local services this checkout started
 status:
 	$(OCTO) infra status
 
-test: setup ## the whole suite: unit, integration, e2e (starts the services it needs)
+test: setup ## the whole suite: Rust crate tests, then unit, integration, e2e (starts the services it needs)
+	$(CARGO) test --release --locked $(REFLEX)
 	$(PY) -m pytest tests
 
 test-unit: setup
+	$(CARGO) test --release --locked $(REFLEX)
 	$(PY) -m pytest tests/unit -m unit
 
 test-integration: setup
@@ -38,6 +44,8 @@ test-e2e: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(CARGO) fmt $(REFLEX) --check
+	$(CARGO) clippy --release --locked $(REFLEX) -- -D warnings
 
 typecheck: setup
 	@scripts/typecheck.sh

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Sets up a fresh clone: the .venv, Python dependencies and the Kafka jars. Idempotent and quick
+# Sets up a fresh clone: the .venv, Python dependencies, the Kafka jars and the reflex binary. Idempotent and quick
 # when nothing changed (a stamp file remembers the installed pyproject.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +25,7 @@ fi
 
 # Kafka's jars from Maven Central into ~/.cache/octollm (skipped when already there).
 .venv/bin/octollm infra fetch
+
+# The reflex layer (Rust), built once into a target dir outside the clone.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/octollm/cargo-target}
+cargo build --release --locked --quiet --manifest-path reflex-layer/Cargo.toml
