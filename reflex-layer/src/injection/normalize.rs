@@ -122,14 +122,10 @@ impl Builder {
         }
     }
 
+    /// Before a visible character: emit the collapsed whitespace that preceded it, and mark
+    /// the position when this character undid an obfuscation.
     #[inline]
-    fn push_ascii(&mut self, b: u8, obfuscated: bool) {
-        if b.is_ascii_whitespace() || b == 0x0B {
-            if b == b'\n' || self.pending_ws.is_none() {
-                self.pending_ws = Some(if b == b'\n' { b'\n' } else { b' ' });
-            }
-            return;
-        }
+    fn begin_char(&mut self, obfuscated: bool) {
         if let Some(ws) = self.pending_ws.take() {
             if !self.buf.is_empty() {
                 self.buf.push(ws);
@@ -138,6 +134,17 @@ impl Builder {
         if obfuscated {
             self.mark();
         }
+    }
+
+    #[inline]
+    fn push_ascii(&mut self, b: u8, obfuscated: bool) {
+        if b.is_ascii_whitespace() || b == 0x0B {
+            if b == b'\n' || self.pending_ws.is_none() {
+                self.pending_ws = Some(if b == b'\n' { b'\n' } else { b' ' });
+            }
+            return;
+        }
+        self.begin_char(obfuscated);
         self.buf.push(b.to_ascii_lowercase());
     }
 
@@ -152,14 +159,7 @@ impl Builder {
             }
             return;
         }
-        if let Some(ws) = self.pending_ws.take() {
-            if !self.buf.is_empty() {
-                self.buf.push(ws);
-            }
-        }
-        if obfuscated {
-            self.mark();
-        }
+        self.begin_char(obfuscated);
         let mut tmp = [0u8; 4];
         self.buf
             .extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
