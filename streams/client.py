@@ -51,22 +51,26 @@ log = logging.getLogger("octollm.client")
 class _Batch:
     """Counts the outstanding deliveries of one `submit_many` call; one future for them all.
 
-    Called by librdkafka in the delivery thread; only the last delivery crosses to the loop.
+    librdkafka calls it from whichever thread is polling (the delivery thread, or a flush), so
+    the count is locked; only the last delivery crosses to the loop.
     """
 
-    __slots__ = ("error", "future", "loop", "pending")
+    __slots__ = ("error", "future", "lock", "loop", "pending")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pending: int) -> None:
         self.loop = loop
         self.future: asyncio.Future[None] = loop.create_future()
         self.pending = pending
         self.error: str | None = None
+        self.lock = threading.Lock()
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None and self.error is None:
-            self.error = f"{msg.topic()}: {err.str()}"
-        self.pending -= 1
-        if self.pending == 0:
+        with self.lock:
+            if err is not None and self.error is None:
+                self.error = f"{msg.topic()}: {err.str()}"
+            self.pending -= 1
+            last = self.pending == 0
+        if last:
             self.loop.call_soon_threadsafe(self._resolve)
 
     def _resolve(self) -> None:
