@@ -1,8 +1,11 @@
-"""Shared fixtures. Services are real and started here, once per session, then stopped by PID.
+"""Shared fixtures. Services are real and started here, once per session, then stopped.
 
-Where a Docker engine answers, testcontainers could provide the broker; this machine has none,
-so the same Kafka that `octollm infra up` runs is started locally, on ports of its own, with its
-data in a temporary directory. Either way the tests run against a real broker and never skip.
+The session broker comes from testcontainers where a Docker engine answers (set
+OCTO_TEST_DOCKER=0 to opt out) and otherwise is the same Kafka that `octollm infra up` runs,
+started locally on ports of its own with its data in a temporary directory and stopped by PID.
+Either way the tests run against a real broker and never skip. (Our machines and CI have no
+Docker engine, so the local path is the one exercised there; tests that are about the local
+supervisor itself, like `octollm infra` and `octollm run`, always use it.)
 """
 
 from __future__ import annotations
@@ -38,10 +41,30 @@ def _fresh_settings_cache() -> Iterator[None]:
     get_settings.cache_clear()
 
 
+def docker_engine_answers() -> bool:
+    if os.environ.get("OCTO_TEST_DOCKER") == "0":
+        return False
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # no engine, no socket, no permission: all mean "use the local broker"
+        return False
+    return True
+
+
 @pytest.fixture(scope="session")
 def kafka_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """A real one-node Kafka 4.4 (KRaft) for the whole session."""
+    """A real one-node Kafka (KRaft) for the whole session."""
     data_dir = tmp_path_factory.mktemp("kafka-1")
+    if docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as container:
+            yield Settings(
+                data_dir=data_dir, bootstrap_servers=container.get_bootstrap_server(), partitions=3
+            )
+        return
     settings = Settings(data_dir=data_dir, kafka_port=free_port_pair(), partitions=3)
     kafka.up(settings, brokers=1)
     try:
