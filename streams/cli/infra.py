@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from octollm.cli.errors import CliError
 from octollm.settings import Settings, get_settings
@@ -39,10 +38,7 @@ BrokersOption = Annotated[
 
 
 def _settings(data_dir: Path | None) -> Settings:
-    try:
-        settings = get_settings()
-    except ValidationError as exc:
-        raise CliError(f"invalid settings: {exc}") from exc
+    settings = get_settings()  # a bad OCTO_* value is reported in one line by main()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir.expanduser().resolve()})
     return settings
