@@ -5,3 +5,10 @@ pub mod injection;
 pub mod pii;
 pub mod redact;
 pub mod scan;
+
+// The streaming path (`octollm-reflex run`); only `stream` talks to Kafka.
+pub mod avro;
+pub mod config;
+pub mod model;
+pub mod pipeline;
+pub mod stream;

@@ -20,6 +20,75 @@ enum Command {
     /// Read JSONL {"id", "text"} from stdin; write one JSON line per input line to stdout
     /// ({"id", "pii", "injection", "redacted"}; offsets are Unicode code points), flushed per line.
     Scan,
+    /// Consume octo.tasks.v1 and route, quarantine or dead-letter every task, exactly once
+    /// (one Kafka transaction per batch). Stops cleanly on SIGTERM/SIGINT.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "OCTO_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    bootstrap_servers: String,
+    /// Consumer group.
+    #[arg(long, default_value = "octo-reflex")]
+    group: String,
+    /// Prepended to every topic name.
+    #[arg(long, env = "OCTO_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+    /// Directory with the octollm.v1.*.avsc contracts (default: the repository's schemas/).
+    #[arg(long, env = "OCTO_SCHEMAS_DIR")]
+    schemas_dir: Option<std::path::PathBuf>,
+    /// Stable id of this process; transactional.id is octo-reflex-<prefix><instance>
+    /// (default: the host name).
+    #[arg(long, env = "OCTO_REFLEX_INSTANCE")]
+    instance: Option<String>,
+    /// Decode and forward to the orchestrator route with no checks (benchmark baseline).
+    #[arg(long)]
+    passthrough: bool,
+    /// Most records per transaction.
+    #[arg(long, default_value_t = 500)]
+    batch_max: usize,
+    /// Longest wait for a batch to fill, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    batch_ms: u64,
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    use octollm_reflex::{avro::Contracts, config, pipeline, stream};
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cfg = config::RunConfig {
+        bootstrap_servers: args.bootstrap_servers,
+        group: args.group,
+        topic_prefix: args.topic_prefix,
+        schemas_dir: args.schemas_dir.unwrap_or_else(Contracts::default_dir),
+        instance: args.instance.unwrap_or_else(config::default_instance),
+        passthrough: args.passthrough,
+        batch_max: args.batch_max.max(1),
+        batch_wait: std::time::Duration::from_millis(args.batch_ms.max(1)),
+    };
+    let contracts = match Contracts::load(&cfg.schemas_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("octollm-reflex run: schemas: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let topics = pipeline::Topics::new(&cfg.topic_prefix);
+    let p = pipeline::Pipeline::new(contracts, topics, cfg.passthrough);
+    match stream::run(&cfg, &p) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("octollm-reflex run: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -43,6 +112,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Run(args) => run(args),
         Command::Scan => {
             let stdin = io::stdin().lock();
             let stdout = io::stdout().lock();
