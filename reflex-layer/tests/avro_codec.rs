@@ -223,3 +223,57 @@ fn invalid_utf8_and_bad_uuid_are_classified() {
     bad_utf8[t + 1] = 0xff;
     assert_eq!(c.decode(&bad_utf8).unwrap_err().class(), "InvalidUtf8");
 }
+
+/// Every enum named `name` in the `.avsc` files of `dir`, as its symbol list.
+fn enum_symbols(dir: &Path, name: &str) -> Vec<String> {
+    fn walk(v: &serde_json::Value, name: &str, out: &mut Vec<Vec<String>>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("type").and_then(|t| t.as_str()) == Some("enum")
+                    && map.get("name").and_then(|n| n.as_str()) == Some(name)
+                {
+                    let symbols = map["symbols"].as_array().expect("symbols");
+                    out.push(
+                        symbols
+                            .iter()
+                            .map(|s| s.as_str().unwrap().to_string())
+                            .collect(),
+                    );
+                }
+                map.values().for_each(|x| walk(x, name, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|x| walk(x, name, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("schemas dir") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "avsc") {
+            let text = std::fs::read_to_string(&path).expect("read avsc");
+            walk(
+                &serde_json::from_str(&text).expect("json"),
+                name,
+                &mut found,
+            );
+        }
+    }
+    found.dedup();
+    assert_eq!(
+        found.len(),
+        1,
+        "enum {name} defined once in {}",
+        dir.display()
+    );
+    found.pop().unwrap()
+}
+
+/// The symbol lists model.rs writes by index must be the schemas' own, in order.
+#[test]
+fn enum_symbols_in_model_match_the_schemas() {
+    use octollm_reflex::model::{PRIORITIES, SEVERITIES, TASK_STATUSES};
+    let dir = Contracts::default_dir();
+    assert_eq!(enum_symbols(&dir, "Priority"), PRIORITIES);
+    assert_eq!(enum_symbols(&dir, "Severity"), SEVERITIES);
+    assert_eq!(enum_symbols(&dir, "TaskStatus"), TASK_STATUSES);
+}
