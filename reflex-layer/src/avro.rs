@@ -106,6 +106,12 @@ const PRIMITIVES: &[&str] = &[
     "null", "boolean", "int", "long", "float", "double", "bytes", "string",
 ];
 
+/// The full name of the named type defined by the schema object `o`, in enclosing namespace `ns`.
+fn defined_name(o: &serde_json::Map<String, Json>, ns: Option<&str>) -> String {
+    let name = o.get("name").and_then(Json::as_str).unwrap_or("");
+    full_name(name, o.get("namespace").and_then(Json::as_str).or(ns))
+}
+
 fn full_name(name: &str, ns: Option<&str>) -> String {
     if name.contains('.') {
         name.to_string()
@@ -151,9 +157,7 @@ fn pcf(s: &Json, ns: Option<&str>, out: &mut String) {
             let ty = o.get("type").and_then(Json::as_str).unwrap_or("");
             match ty {
                 "record" | "error" | "enum" | "fixed" => {
-                    let name = o.get("name").and_then(Json::as_str).unwrap_or("");
-                    let own_ns = o.get("namespace").and_then(Json::as_str).or(ns);
-                    let full = full_name(name, own_ns);
+                    let full = defined_name(o, ns);
                     let inner_ns = full.rsplit_once('.').map(|(n, _)| n.to_string());
                     out.push_str(&format!(
                         "{{\"name\":{},\"type\":{}",
@@ -248,9 +252,7 @@ fn expand(
             let mut out = o.clone();
             match ty {
                 "record" | "error" | "enum" | "fixed" => {
-                    let name = o.get("name").and_then(Json::as_str).unwrap_or("");
-                    let own_ns = o.get("namespace").and_then(Json::as_str).or(ns);
-                    let full = full_name(name, own_ns);
+                    let full = defined_name(o, ns);
                     if !seen.insert(full.clone()) {
                         return Ok(Json::String(full));
                     }
@@ -301,9 +303,7 @@ fn collect_named(s: &Json, ns: Option<&str>, named: &mut HashMap<String, Json>) 
             let ty = o.get("type").and_then(Json::as_str).unwrap_or("");
             match ty {
                 "record" | "error" | "enum" | "fixed" => {
-                    let name = o.get("name").and_then(Json::as_str).unwrap_or("");
-                    let own_ns = o.get("namespace").and_then(Json::as_str).or(ns);
-                    let full = full_name(name, own_ns);
+                    let full = defined_name(o, ns);
                     let mut def = o.clone();
                     def.insert("name".into(), Json::String(full.clone()));
                     def.remove("namespace");
@@ -323,7 +323,7 @@ fn collect_named(s: &Json, ns: Option<&str>, named: &mut HashMap<String, Json>) 
                         def.insert("namespace".into(), Json::String(n.clone()));
                         def.insert(
                             "name".into(),
-                            Json::String(name.rsplit('.').next().unwrap_or(name).to_string()),
+                            Json::String(full.rsplit('.').next().unwrap_or(&full).to_string()),
                         );
                     }
                     named.entry(full).or_insert(Json::Object(def));
