@@ -22,6 +22,10 @@ def producer_config(settings: Settings, *, client_id: str, **overrides: Any) -> 
         "acks": "all",
         "linger.ms": 1,
         "compression.type": "lz4",
+        # The Java client's partitioner (murmur2), which aiokafka/Faust and the Rust reflex layer
+        # also use: a task_id lands on the same partition number of every topic, so the
+        # orchestrator's table partitions line up with its input topics (co-partitioning).
+        "partitioner": "murmur2_random",
         # Give up on a record after this long instead of librdkafka's 5-minute default.
         "message.timeout.ms": 60_000,
         **overrides,
