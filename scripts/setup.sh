@@ -15,6 +15,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 
+# llama-cpp-python (the local LLM server, docs/llm.md) compiles llama.cpp from source on first
+# install: ~9 minutes (8 min CPU) on 2 shared cores; then pip's wheel cache (~/.cache/pip) makes
+# reinstalls take seconds. Build a portable x86-64 binary (AVX2/FMA/F16C, no -march=native and
+# no AVX-512), so a wheel cached on one machine never dies with SIGILL on another CPU; skip the
+# llava/mtmd library and the llama.cpp tools and tests we do not use (a shorter build).
+if [ -z "${CMAKE_ARGS:-}" ]; then
+  export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+fi
+
 stamp=.venv/.octollm-installed
 if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
   echo "setup: installing Python dependencies"

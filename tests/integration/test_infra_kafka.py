@@ -116,13 +116,13 @@ def test_cli_up_status_down(tmp_path: Path) -> None:
         )
 
     try:
-        up = octollm("up")
+        up = octollm("up", "--no-llm")
         assert up.returncode == 0, up.stderr
         assert "kafka node 0 started (pid " in up.stdout
         assert f"on 127.0.0.1:{settings.kafka_port}" in up.stdout
         assert "server.log" in up.stdout
 
-        again = octollm("up")
+        again = octollm("up", "--no-llm")
         assert again.returncode == 0, again.stderr
         assert "already running" in again.stdout
 

@@ -1,0 +1,98 @@
+"""The LLM settings (OCTO_LLM_*) and the local server's configuration, without starting it."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from octollm.settings import LLMSchemaFormat, Settings
+from octollm.supervisor import llm
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults_point_at_the_local_server() -> None:
+    s = Settings()
+    assert s.llm_base_url == "http://127.0.0.1:8765/v1"
+    assert s.llm_is_local
+    assert s.llm_model_path is None
+    assert s.llm_schema_format is LLMSchemaFormat.JSON_OBJECT
+    assert s.llm_prompt_usd_per_1k == 0.0 and s.llm_completion_usd_per_1k == 0.0
+
+
+def test_env_vars_named_in_the_issue(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCTO_LLM_BASE_URL", "https://api.example.test/v1/")
+    monkeypatch.setenv("OCTO_LLM_MODEL", "gpt-4o-mini")
+    monkeypatch.setenv("OCTO_LLM_API_KEY", "sk-secret")
+    monkeypatch.setenv("OCTO_LLM_SCHEMA_FORMAT", "json_schema")
+    monkeypatch.setenv("OCTO_LLM_MODEL_PATH", "")
+    s = Settings()
+    assert s.llm_base_url == "https://api.example.test/v1"  # trailing slash dropped
+    assert not s.llm_is_local
+    assert s.llm_model == "gpt-4o-mini"
+    assert s.llm_api_key is not None and s.llm_api_key.get_secret_value() == "sk-secret"
+    assert "sk-secret" not in repr(s)
+    assert s.llm_schema_format is LLMSchemaFormat.JSON_SCHEMA
+    assert s.llm_model_path is None  # empty means the default model, not "."
+
+
+def test_local_port_moves_the_default_url() -> None:
+    s = Settings(llm_port=9911)
+    assert s.llm_base_url == "http://127.0.0.1:9911/v1" and s.llm_is_local
+    assert Settings(llm_port=9911, llm_base_url="http://localhost:9911/v1").llm_is_local
+
+
+def test_the_default_model_ships_in_a_package() -> None:
+    path = llm.default_model_path()
+    assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    with path.open("rb") as handle:
+        assert handle.read(4) == b"GGUF"
+
+
+def test_server_config_binds_loopback_with_our_threads_and_context(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, llm_threads=2, llm_ctx=2048, llm_model="local-x")
+    cfg = llm.server_config(s, 18123, Path("/models/m.gguf"))
+    assert (cfg["host"], cfg["port"], cfg["interrupt_requests"]) == ("127.0.0.1", 18123, False)
+    (model,) = cfg["models"]
+    assert model == {
+        "model": "/models/m.gguf",
+        "model_alias": "local-x",
+        "n_threads": 2,
+        "n_threads_batch": 2,
+        "n_ctx": 2048,
+        "verbose": False,
+    }
+
+
+def test_a_missing_model_file_is_one_clear_line(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, llm_model_path=tmp_path / "nope.gguf")
+    with pytest.raises(llm.LLMServerError, match=r"OCTO_LLM_MODEL_PATH=.*nope\.gguf is not a file"):
+        llm.model_path(s)
+
+
+def test_a_taken_port_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        s = Settings(data_dir=tmp_path, llm_port=port)
+        with pytest.raises(llm.LLMServerError) as err:
+            llm.start_llm(s)
+    message = str(err.value)
+    assert f"port 127.0.0.1:{port} is taken by another process" in message
+    assert "OCTO_LLM_PORT" in message and "\n" not in message
+    assert not (tmp_path / "run" / "llm-server.pid").exists()
+
+
+def test_status_of_a_data_dir_without_a_server(tmp_path: Path) -> None:
+    st = llm.llm_status(Settings(data_dir=tmp_path))
+    assert not st.running and st.pid is None and not st.answering
+    assert llm.stop_llm(Settings(data_dir=tmp_path)) is None
+
+
+def test_a_remote_base_url_needs_no_local_server(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, llm_base_url="http://gpu-box.internal:8000/v1")
+    assert llm.ensure_llm(s) is None
+    assert not (tmp_path / "llm").exists()
