@@ -16,6 +16,13 @@ ARM_RESULTS = "octo.arm.results"
 RESULTS = "octo.results.v1"
 AUDIT = "octo.audit.v1"
 DLQ = "octo.dlq"
+#: The reflex layer's dedupe state: task ids it admitted, written in the same transaction as
+#: the routed task, read back on start-up and on partition assignment (docs/reflex.md).
+REFLEX_DEDUPE = "octo.reflex.dedupe"
+#: The orchestrator's clock: one tick per partition per interval, so deadlines and step timeouts
+#: are decided inside the partition's own stream (and transaction), like any other event.
+#: Internal, like the table's changelog: the orchestrator creates it, not `topics create`.
+ORCHESTRATOR_TICKS = "octo.orchestrator.ticks"
 
 
 def routed(route: str) -> str:
@@ -38,6 +45,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs = [TopicSpec(TASKS, "inbound tasks (TaskRequest)")]
     specs += [TopicSpec(routed(r), f"tasks routed to '{r}' (RoutedTask)") for r in settings.routes]
     specs.append(TopicSpec(QUARANTINE, "tasks held back by the reflex layer (RoutedTask)"))
+    specs.append(
+        TopicSpec(
+            REFLEX_DEDUPE,
+            "task ids the reflex layer admitted (dedupe state, compacted)",
+            # one day = the default dedupe window (OCTO_REFLEX_DEDUPE_WINDOW)
+            {"cleanup.policy": "compact,delete", "retention.ms": "86400000"},
+        )
+    )
     specs += [
         TopicSpec(arm_requests(a), f"work for the {a} arm (ArmRequest)") for a in settings.arms
     ]

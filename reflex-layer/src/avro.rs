@@ -32,6 +32,11 @@ pub enum DecodeError {
     BodyTooLarge(usize),
     InvalidUtf8(String),
     TrailingBytes(usize),
+    /// Confluent framing: the registry answered 404 for this schema id.
+    UnknownSchemaId(u32),
+    /// Confluent framing: the registry could not be reached or failed (the record is
+    /// dead-lettered with its payload, so it can be replayed once the registry is back).
+    RegistryUnavailable(String),
 }
 
 impl DecodeError {
@@ -46,6 +51,8 @@ impl DecodeError {
             DecodeError::BodyTooLarge(_) => "BodyTooLarge",
             DecodeError::InvalidUtf8(_) => "InvalidUtf8",
             DecodeError::TrailingBytes(_) => "TrailingBytes",
+            DecodeError::UnknownSchemaId(_) => "UnknownSchemaId",
+            DecodeError::RegistryUnavailable(_) => "RegistryUnavailable",
         }
     }
 }
@@ -58,7 +65,11 @@ impl fmt::Display for DecodeError {
             | DecodeError::UnsupportedFormat(s)
             | DecodeError::TruncatedBody(s)
             | DecodeError::SchemaMismatch(s)
-            | DecodeError::InvalidUtf8(s) => write!(f, "{s}"),
+            | DecodeError::InvalidUtf8(s)
+            | DecodeError::RegistryUnavailable(s) => write!(f, "{s}"),
+            DecodeError::UnknownSchemaId(id) => {
+                write!(f, "the schema registry does not know schema id {id}")
+            }
             DecodeError::UnknownFingerprint(fp) => {
                 write!(f, "unknown schema fingerprint 0x{fp:016x}")
             }
@@ -376,6 +387,70 @@ impl Contract {
     }
 }
 
+/// A writer schema fetched from a Confluent schema registry (by id), ready to decode with.
+#[derive(Debug, Clone)]
+pub struct RegistryWriter {
+    pub full_name: String,
+    pub fingerprint: u64,
+    pub schema: Schema,
+    json: Json,
+}
+
+impl RegistryWriter {
+    /// From the schema text the registry returns (`GET /schemas/ids/{id}` → `schema`). It must
+    /// be self-contained (our contracts are registered expanded; registry references are not
+    /// followed).
+    pub fn from_schema_text(text: &str) -> Result<RegistryWriter, String> {
+        let raw: Json = serde_json::from_str(text).map_err(|e| format!("schema JSON: {e}"))?;
+        let Some(o) = raw.as_object() else {
+            return Err("the registry schema is not a record".into());
+        };
+        let full_name = defined_name(o, None);
+        let mut named = HashMap::new();
+        collect_named(&raw, None, &mut named);
+        let mut seen = std::collections::HashSet::new();
+        let expanded = expand(&raw, None, &named, &mut seen)?;
+        let fingerprint = crc64_avro(canonical_form(&expanded).as_bytes());
+        let schema = Schema::parse(&expanded).map_err(|e| format!("invalid schema: {e}"))?;
+        Ok(RegistryWriter {
+            full_name,
+            fingerprint,
+            schema,
+            json: expanded,
+        })
+    }
+}
+
+/// Where the Confluent decoder gets writer schemas by id (the registry client, or a map in tests).
+pub trait WriterSchemas: Send + Sync + fmt::Debug {
+    fn writer(&self, schema_id: u32) -> Result<std::sync::Arc<RegistryWriter>, DecodeError>;
+
+    /// What the source did so far (for `/metrics`).
+    fn lookups(&self) -> crate::registry::Lookups {
+        crate::registry::Lookups::default()
+    }
+}
+
+/// Split a Confluent-framed value: `00` + 4-byte big-endian schema id + body.
+pub fn confluent_header(data: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
+    match data.first() {
+        Some(0x00) => {}
+        Some(b) => {
+            return Err(DecodeError::UnknownFormat(format!(
+                "first byte 0x{b:02x} is not 00 (Confluent)"
+            )))
+        }
+        None => return Err(DecodeError::EmptyPayload),
+    }
+    if data.len() < 5 {
+        return Err(DecodeError::TruncatedBody(
+            "Confluent header shorter than 5 bytes".into(),
+        ));
+    }
+    let id = u32::from_be_bytes(data[1..5].try_into().expect("4 bytes"));
+    Ok((id, &data[5..]))
+}
+
 /// Writer schema known by fingerprint: the current contract, or a historical version of it
 /// (decoded with schema resolution to the current one).
 #[derive(Debug, Clone)]
@@ -513,6 +588,41 @@ impl Contracts {
         Ok(out)
     }
 
+    /// Decode a Confluent-framed value, its writer schema from `writers` (resolved to our
+    /// current contract of the same full name when it differs).
+    pub fn decode_confluent(
+        &self,
+        data: &[u8],
+        writers: &dyn WriterSchemas,
+    ) -> Result<(String, Value), DecodeError> {
+        if data.len() > MAX_BYTES {
+            return Err(DecodeError::BodyTooLarge(data.len()));
+        }
+        let (id, body) = confluent_header(data)?;
+        let w = writers.writer(id)?;
+        let Some(current) = self.current.get(&w.full_name) else {
+            return Err(DecodeError::SchemaMismatch(format!(
+                "registry schema {id} is {}, not one of our contracts",
+                w.full_name
+            )));
+        };
+        let reader = (w.fingerprint != current.fingerprint).then_some(&current.schema);
+        let mut rest = body;
+        #[allow(deprecated)]
+        let value = apache_avro::from_avro_datum(&w.schema, &mut rest, reader).map_err(|e| {
+            let mut named = HashMap::new();
+            let mut again = body;
+            match walk(&w.json, &mut again, &mut named) {
+                Err(Walk::Eof) => DecodeError::TruncatedBody(format!("body ends early: {e}")),
+                _ => classify(e),
+            }
+        })?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes(rest.len()));
+        }
+        Ok((current.full_name.clone(), value))
+    }
+
     /// Decode a single-object value: the current contract's full name and the record.
     pub fn decode(&self, data: &[u8]) -> Result<(String, Value), DecodeError> {
         if data.is_empty() {
@@ -525,7 +635,8 @@ impl Contracts {
             0xC3 => {}
             0x00 => {
                 return Err(DecodeError::UnsupportedFormat(
-                    "Confluent framing (0x00 + schema id) is not supported by the reflex layer yet"
+                    "Confluent framing (0x00 + schema id) needs --schema-registry-url \
+                     (OCTO_SCHEMA_REGISTRY_URL)"
                         .into(),
                 ))
             }

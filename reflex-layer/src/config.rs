@@ -1,6 +1,8 @@
 //! Settings of `octollm-reflex run`. Flags fall back to the `OCTO_*` environment variables the
 //! Python side uses (see `main.rs`), so one environment configures both.
 
+use crate::ratelimit::RateLimits;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,11 +24,27 @@ pub struct RunConfig {
     pub batch_max: usize,
     /// Close a batch after this long even if it is not full.
     pub batch_wait: Duration,
+    /// `OCTO_REFLEX_DEDUPE_WINDOW`: a task id seen this recently is a duplicate (0 = off).
+    pub dedupe_window_ms: i64,
+    /// Most task ids remembered (oldest evicted first); also bounds the start-up read-back.
+    pub dedupe_max_entries: usize,
+    /// `OCTO_REFLEX_RATE_LIMIT` / `--rate-burst` / `OCTO_REFLEX_RATE_LIMITS_FILE`.
+    pub rate_limits: RateLimits,
+    /// `OCTO_SCHEMA_REGISTRY_URL`: decode Confluent-framed values with writer schemas from it.
+    pub schema_registry_url: Option<String>,
+    /// `OCTO_REFLEX_METRICS_ADDR`: where /metrics and /healthz are served (`None` = off).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl RunConfig {
     pub fn transactional_id(&self) -> String {
         format!("octo-reflex-{}{}", self.topic_prefix, self.instance)
+    }
+
+    /// The consumer group on the cluster: `<prefix><group>`, so environments that share a
+    /// cluster through `OCTO_TOPIC_PREFIX` never share (and never rebalance) a group.
+    pub fn group_id(&self) -> String {
+        format!("{}{}", self.topic_prefix, self.group)
     }
 }
 

@@ -22,7 +22,7 @@ enum Command {
     Scan,
     /// Consume octo.tasks.v1 and route, quarantine or dead-letter every task, exactly once
     /// (one Kafka transaction per batch). Stops cleanly on SIGTERM/SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(clap::Args)]
@@ -30,7 +30,7 @@ struct RunArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "OCTO_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
     bootstrap_servers: String,
-    /// Consumer group.
+    /// Consumer group (on the cluster: <topic prefix><group>).
     #[arg(long, default_value = "octo-reflex")]
     group: String,
     /// Prepended to every topic name.
@@ -52,18 +52,50 @@ struct RunArgs {
     /// Longest wait for a batch to fill, in milliseconds.
     #[arg(long, default_value_t = 100)]
     batch_ms: u64,
+    /// A task id admitted this recently is a duplicate (e.g. 24h, 30m, 0 = no dedupe).
+    #[arg(long, env = "OCTO_REFLEX_DEDUPE_WINDOW", default_value = "24h")]
+    dedupe_window: String,
+    /// Most task ids the dedupe window remembers (the oldest are evicted first).
+    #[arg(long, env = "OCTO_REFLEX_DEDUPE_MAX", default_value_t = 1_000_000)]
+    dedupe_max: usize,
+    /// Default per-tenant rate (e.g. 1000/s, 60/m; 0 = unlimited, the default).
+    #[arg(long, env = "OCTO_REFLEX_RATE_LIMIT", default_value = "0")]
+    rate_limit: String,
+    /// Default bucket size (tasks a tenant may send at once; 0 = one second's worth).
+    #[arg(long, env = "OCTO_REFLEX_RATE_BURST", default_value_t = 0.0)]
+    rate_burst: f64,
+    /// Per-tenant limits, TOML (or JSON if it ends in .json): [tenants.<id>] rate/burst.
+    #[arg(long, env = "OCTO_REFLEX_RATE_LIMITS_FILE")]
+    rate_limits: Option<std::path::PathBuf>,
+    /// Confluent schema registry for 0x00-framed values (plain http://).
+    #[arg(long, env = "OCTO_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
+    /// Address of /metrics and /healthz ("0" or empty: off).
+    #[arg(
+        long,
+        env = "OCTO_REFLEX_METRICS_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    metrics_addr: String,
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    use octollm_reflex::{avro::Contracts, config, pipeline, stream};
-    tracing_subscriber::fmt()
-        .with_writer(io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    let cfg = config::RunConfig {
+/// Turn the flags into a [`RunConfig`]; an invalid value is one line for stderr.
+fn config(args: RunArgs) -> Result<octollm_reflex::config::RunConfig, String> {
+    use octollm_reflex::{avro::Contracts, config, dedupe, metrics, ratelimit};
+    let dedupe_window_ms = dedupe::parse_duration_ms(&args.dedupe_window)
+        .map_err(|e| format!("--dedupe-window: {e}"))?;
+    let per_sec =
+        ratelimit::parse_rate(&args.rate_limit).map_err(|e| format!("--rate-limit: {e}"))?;
+    let mut rate_limits = ratelimit::RateLimits {
+        default: ratelimit::Limit::new(per_sec, args.rate_burst),
+        ..Default::default()
+    };
+    if let Some(path) = &args.rate_limits {
+        rate_limits = rate_limits
+            .with_file(path)
+            .map_err(|e| format!("--rate-limits: {e}"))?;
+    }
+    Ok(config::RunConfig {
         bootstrap_servers: args.bootstrap_servers,
         group: args.group,
         topic_prefix: args.topic_prefix,
@@ -72,6 +104,29 @@ fn run(args: RunArgs) -> ExitCode {
         passthrough: args.passthrough,
         batch_max: args.batch_max.max(1),
         batch_wait: std::time::Duration::from_millis(args.batch_ms.max(1)),
+        dedupe_window_ms,
+        dedupe_max_entries: args.dedupe_max.max(1),
+        rate_limits,
+        schema_registry_url: args.schema_registry_url.filter(|u| !u.trim().is_empty()),
+        metrics_addr: metrics::parse_addr(&args.metrics_addr)?,
+    })
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    use octollm_reflex::{avro::Contracts, pipeline, registry, stream};
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cfg = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("octollm-reflex run: {e}");
+            return ExitCode::from(2);
+        }
     };
     let contracts = match Contracts::load(&cfg.schemas_dir) {
         Ok(c) => c,
@@ -81,7 +136,16 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let topics = pipeline::Topics::new(&cfg.topic_prefix);
-    let p = pipeline::Pipeline::new(contracts, topics, cfg.passthrough);
+    let mut p = pipeline::Pipeline::new(contracts, topics, cfg.passthrough);
+    if let Some(url) = &cfg.schema_registry_url {
+        match registry::HttpRegistry::new(url) {
+            Ok(r) => p = p.with_registry(std::sync::Arc::new(r)),
+            Err(e) => {
+                eprintln!("octollm-reflex run: --schema-registry-url: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     match stream::run(&cfg, &p) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
@@ -112,7 +176,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Scan => {
             let stdin = io::stdin().lock();
             let stdout = io::stdout().lock();

@@ -9,6 +9,7 @@ pub const TASK_REQUEST: &str = "octollm.v1.TaskRequest";
 pub const ROUTED_TASK: &str = "octollm.v1.RoutedTask";
 pub const TASK_RESULT: &str = "octollm.v1.TaskResult";
 pub const DEAD_LETTER: &str = "octollm.v1.DeadLetter";
+pub const AUDIT_EVENT: &str = "octollm.v1.AuditEvent";
 
 pub const PRIORITIES: [&str; 4] = ["LOW", "MEDIUM", "HIGH", "CRITICAL"];
 pub const SEVERITIES: [&str; 5] = ["NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL"];
@@ -101,6 +102,21 @@ pub struct DeadLetter {
     pub reason: String,
     pub component: String,
     pub ts: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEvent {
+    pub event_id: String,
+    pub task_id: String,
+    pub tenant_id: String,
+    pub stage: String,
+    pub component: String,
+    pub ts: i64,
+    pub status: String,
+    pub duration_ms: Option<i64>,
+    pub generation: i32,
+    /// Already redacted facts; never a raw PII value.
+    pub details: BTreeMap<String, String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,6 +387,23 @@ impl DeadLetter {
             ("reason", Value::String(self.reason.clone())),
             ("component", Value::String(self.component.clone())),
             ("ts", Value::TimestampMillis(self.ts)),
+        ])
+    }
+}
+
+impl AuditEvent {
+    pub fn to_value(&self) -> Value {
+        rec(vec![
+            ("event_id", Value::String(self.event_id.clone())),
+            ("task_id", Value::String(self.task_id.clone())),
+            ("tenant_id", Value::String(self.tenant_id.clone())),
+            ("stage", Value::String(self.stage.clone())),
+            ("component", Value::String(self.component.clone())),
+            ("ts", Value::TimestampMillis(self.ts)),
+            ("status", Value::String(self.status.clone())),
+            ("duration_ms", opt(&self.duration_ms, |n| Value::Long(*n))),
+            ("generation", Value::Int(self.generation)),
+            ("details", string_map(&self.details)),
         ])
     }
 }

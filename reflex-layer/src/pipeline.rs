@@ -2,22 +2,27 @@
 //! No Kafka here: [`Pipeline::process`] is what `stream.rs` calls per record inside a
 //! transaction, and what the unit tests call directly.
 
-use crate::avro::{Contracts, DecodeError};
+use crate::audit::{self, Source};
+use crate::avro::{Contracts, DecodeError, WriterSchemas};
+use crate::dedupe::{Check, DedupeWindow};
 use crate::injection::{self, Severity};
 use crate::model::{
-    DeadLetter, InjectionVerdict, PiiFinding, RoutedTask, TaskRequest, TaskResult, DEAD_LETTER,
-    ROUTED_TASK, TASK_REQUEST, TASK_RESULT,
+    AuditEvent, DeadLetter, InjectionVerdict, PiiFinding, RoutedTask, TaskRequest, TaskResult,
+    AUDIT_EVENT, DEAD_LETTER, ROUTED_TASK, TASK_REQUEST, TASK_RESULT,
 };
 use crate::pii;
+use crate::ratelimit::{RateLimiter, RateLimits};
 use crate::redact::{redact, Placeholders};
 use crate::scan::to_codepoint_offsets;
 use regex::Regex;
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// What `component` says in everything the reflex layer writes.
 pub const COMPONENT: &str = "reflex";
 pub const REFLEX_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Header naming the replay generation of an event (absent = 0, the original).
+pub const REPLAY_HEADER: &str = "octo-replay-generation";
 
 /// Topic names, with the environment prefix applied (`OCTO_TOPIC_PREFIX`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +32,9 @@ pub struct Topics {
     pub quarantine: String,
     pub results: String,
     pub dlq: String,
+    pub audit: String,
+    /// Compacted topic of admitted task ids (dedupe state that survives a restart).
+    pub dedupe: String,
 }
 
 impl Topics {
@@ -37,7 +45,22 @@ impl Topics {
             quarantine: format!("{prefix}octo.tasks.quarantine"),
             results: format!("{prefix}octo.results.v1"),
             dlq: format!("{prefix}octo.dlq"),
+            audit: format!("{prefix}octo.audit.v1"),
+            dedupe: format!("{prefix}octo.reflex.dedupe"),
         }
+    }
+
+    /// Every topic the stream writes to, except the dedupe topic (created by the binary) and
+    /// tasks' own reply topics.
+    pub fn outputs(&self) -> Vec<String> {
+        vec![
+            self.routed("orchestrator"),
+            self.routed("priority"),
+            self.quarantine.clone(),
+            self.results.clone(),
+            self.dlq.clone(),
+            self.audit.clone(),
+        ]
     }
 
     pub fn routed(&self, route: &str) -> String {
@@ -56,12 +79,88 @@ pub struct Input<'a> {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl Input<'_> {
+    /// The replay generation from the `octo-replay-generation` header (0 when absent or not a
+    /// non-negative decimal integer).
+    pub fn generation(&self) -> i32 {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == REPLAY_HEADER)
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<i32>().ok())
+            .filter(|g| *g >= 0)
+            .unwrap_or(0)
+    }
+
+    fn source(&self) -> Source<'_> {
+        Source {
+            topic: self.topic,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
 /// One record to produce.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Output {
     pub topic: String,
+    /// `None`: the producer's partitioner (murmur2 of the key) picks it.
+    pub partition: Option<i32>,
     pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Value of a record on the dedupe topic (key: the task id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DedupeRecord {
+    pub generation: i32,
+    pub seen_at: i64,
+}
+
+impl DedupeRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("serialises")
+    }
+
+    pub fn decode(value: &[u8]) -> Option<DedupeRecord> {
+        serde_json::from_slice(value).ok()
+    }
+}
+
+/// The per-process state the checks keep between records: the dedupe window and the rate
+/// limiter. Changes are staged per transaction: `commit` after the Kafka commit, `rollback`
+/// after an abort.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    pub dedupe: DedupeWindow,
+    pub limiter: RateLimiter,
+}
+
+impl Gate {
+    pub fn new(dedupe: DedupeWindow, limiter: RateLimiter) -> Gate {
+        Gate { dedupe, limiter }
+    }
+
+    /// No dedupe, no limits.
+    pub fn open() -> Gate {
+        Gate::new(
+            DedupeWindow::new(0, 1),
+            RateLimiter::new(RateLimits::default()),
+        )
+    }
+
+    pub fn commit(&mut self, now_ms: i64) {
+        self.dedupe.commit(now_ms);
+        self.limiter.commit(now_ms);
+    }
+
+    pub fn rollback(&mut self) {
+        self.dedupe.rollback();
+        self.limiter.rollback();
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -70,7 +169,30 @@ pub enum Decision {
     Route(RoutedTask),
     /// Onto `octo.tasks.quarantine`, plus the terminal result.
     Quarantine(RoutedTask, TaskResult),
+    /// Over the tenant's rate limit: the terminal result (on results + reply topic) only.
+    RateLimited(TaskResult),
+    /// The task id was admitted within the dedupe window at this generation or a higher one:
+    /// only an audit event.
+    Duplicate {
+        task_id: String,
+        tenant_id: String,
+        seen_generation: i32,
+        seen_at: i64,
+    },
     DeadLetter(DeadLetter),
+}
+
+impl Decision {
+    /// The label used in metrics and logs (= the audit stage).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Decision::Route(_) => "routed",
+            Decision::Quarantine(..) => "quarantined",
+            Decision::RateLimited(_) => "rate_limited",
+            Decision::Duplicate { .. } => "deduplicated",
+            Decision::DeadLetter(_) => "dead_lettered",
+        }
+    }
 }
 
 fn code_re() -> &'static Regex {
@@ -265,12 +387,37 @@ pub fn dead_letter(input: &Input<'_>, error_class: &str, reason: &str, now_ms: i
     }
 }
 
+/// The terminal RATE_LIMITED result of a task.
+pub fn rate_limited_result(task: &TaskRequest, limits: &RateLimits, now_ms: i64) -> TaskResult {
+    let limit = match limits.limit_for(&task.tenant_id) {
+        Some(l) => format!("{}/s, burst {}", l.per_sec, l.burst),
+        None => "none".into(),
+    };
+    TaskResult {
+        task_id: task.task_id.clone(),
+        tenant_id: task.tenant_id.clone(),
+        status: "RATE_LIMITED".into(),
+        output: None,
+        reason: Some(format!(
+            "rate limited by the reflex layer: tenant {:?} is over its limit ({limit}); \
+             submit again later",
+            task.tenant_id
+        )),
+        created_at: task.created_at,
+        completed_at: now_ms,
+        component: COMPONENT.into(),
+    }
+}
+
 /// Decoder + checks + encoder, configured once per process.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
     pub contracts: Contracts,
     pub topics: Topics,
     pub passthrough: bool,
+    /// Writer schemas of Confluent-framed values; `None`: such values are dead-lettered
+    /// (`UnsupportedFormat`).
+    pub registry: Option<Arc<dyn WriterSchemas>>,
 }
 
 impl Pipeline {
@@ -279,13 +426,22 @@ impl Pipeline {
             contracts,
             topics,
             passthrough,
+            registry: None,
         }
+    }
+
+    pub fn with_registry(mut self, registry: Arc<dyn WriterSchemas>) -> Pipeline {
+        self.registry = Some(registry);
+        self
     }
 
     /// Decode the record's value as a TaskRequest.
     pub fn decode_task(&self, payload: Option<&[u8]>) -> Result<TaskRequest, DecodeError> {
         let data = payload.unwrap_or_default();
-        let (name, value) = self.contracts.decode(data)?;
+        let (name, value) = match (&self.registry, data.first()) {
+            (Some(reg), Some(0x00)) => self.contracts.decode_confluent(data, reg.as_ref())?,
+            _ => self.contracts.decode(data)?,
+        };
         if name != TASK_REQUEST {
             return Err(DecodeError::SchemaMismatch(format!(
                 "expected {TASK_REQUEST}, got {name}"
@@ -311,7 +467,42 @@ impl Pipeline {
             topic: self.topics.dlq.clone(),
             key: dl.original_key.clone(),
             value,
+            ..Output::default()
         }
+    }
+
+    fn audit_output(&self, ev: &AuditEvent, key: Option<Vec<u8>>) -> Output {
+        let value = self
+            .contracts
+            .encode(AUDIT_EVENT, ev.to_value())
+            .expect("an AuditEvent always encodes");
+        Output {
+            topic: self.topics.audit.clone(),
+            key,
+            value,
+            ..Output::default()
+        }
+    }
+
+    /// The terminal result on octo.results.v1 and, if set, the task's reply topic.
+    fn result_outputs(&self, res: &TaskResult, reply: Option<&str>) -> Result<Vec<Output>, String> {
+        let key = Some(res.task_id.as_bytes().to_vec());
+        let value = self.contracts.encode(TASK_RESULT, res.to_value())?;
+        let mut out = vec![Output {
+            topic: self.topics.results.clone(),
+            key: key.clone(),
+            value: value.clone(),
+            ..Output::default()
+        }];
+        if let Some(reply) = reply.filter(|t| !t.is_empty()) {
+            out.push(Output {
+                topic: reply.to_string(),
+                key,
+                value,
+                ..Output::default()
+            });
+        }
+        Ok(out)
     }
 
     /// The records to produce for `decision`. An output that fails to encode turns the
@@ -323,32 +514,23 @@ impl Pipeline {
                 topic: self.topics.routed(&rt.route),
                 key: Some(rt.task.task_id.as_bytes().to_vec()),
                 value: self.contracts.encode(ROUTED_TASK, rt.to_value())?,
+                ..Output::default()
             }]),
             Decision::Quarantine(rt, res) => {
                 let key = Some(rt.task.task_id.as_bytes().to_vec());
                 let routed = self.contracts.encode(ROUTED_TASK, rt.to_value())?;
-                let result = self.contracts.encode(TASK_RESULT, res.to_value())?;
-                let mut out = vec![
-                    Output {
-                        topic: self.topics.quarantine.clone(),
-                        key: key.clone(),
-                        value: routed,
-                    },
-                    Output {
-                        topic: self.topics.results.clone(),
-                        key: key.clone(),
-                        value: result.clone(),
-                    },
-                ];
-                if let Some(reply) = rt.task.reply_topic.as_deref().filter(|t| !t.is_empty()) {
-                    out.push(Output {
-                        topic: reply.to_string(),
-                        key,
-                        value: result,
-                    });
-                }
+                let mut out = vec![Output {
+                    topic: self.topics.quarantine.clone(),
+                    key,
+                    value: routed,
+                    ..Output::default()
+                }];
+                out.extend(self.result_outputs(res, rt.task.reply_topic.as_deref())?);
                 Ok(out)
             }
+            // the reply topic is not in the result; `process_with` adds it
+            Decision::RateLimited(res) => self.result_outputs(res, None),
+            Decision::Duplicate { .. } => Ok(vec![]),
         })();
         match encoded {
             Ok(o) => o,
@@ -359,10 +541,142 @@ impl Pipeline {
         }
     }
 
-    /// decide + outputs.
+    /// decide + outputs, with no dedupe, no rate limits and no audit events.
     pub fn process(&self, input: &Input<'_>, now_ms: i64) -> (Decision, Vec<Output>) {
         let d = self.decide(input, now_ms);
         let o = self.outputs(input, &d, now_ms);
         (d, o)
     }
+
+    /// The streaming path per record: decode, dedupe, rate limit, checks, then the outputs plus
+    /// one audit event, a dedupe record for an admitted task, and the replay generation header
+    /// on every output. `gate` is changed (staged) as the record is admitted.
+    ///
+    /// `--passthrough` skips all of it (decode and forward only: the benchmark baseline).
+    pub fn process_with(
+        &self,
+        input: &Input<'_>,
+        gate: &mut Gate,
+        now_ms: i64,
+    ) -> (Decision, Vec<Output>) {
+        if self.passthrough {
+            return self.process(input, now_ms);
+        }
+        let generation = input.generation();
+        let src = input.source();
+        let task = match self.decode_task(input.payload) {
+            Ok(t) => t,
+            Err(e) => {
+                let dl = dead_letter(input, e.class(), &e.to_string(), now_ms);
+                let ev = audit::dead_lettered(
+                    &dl.error_class,
+                    &dl.dead_letter_id,
+                    generation,
+                    &src,
+                    now_ms,
+                );
+                let key = dl.original_key.clone();
+                let d = Decision::DeadLetter(dl);
+                let mut out = self.outputs(input, &d, now_ms);
+                out.push(self.audit_output(&ev, key));
+                return (d, with_generation(out, generation));
+            }
+        };
+        let key = Some(task.task_id.as_bytes().to_vec());
+        if let Check::Duplicate {
+            seen_generation,
+            seen_at,
+        } = gate.dedupe.check(&task.task_id, generation, now_ms)
+        {
+            let ev = audit::deduplicated(
+                &task.task_id,
+                &task.tenant_id,
+                generation,
+                seen_generation,
+                seen_at,
+                &src,
+                now_ms,
+            );
+            let out = vec![self.audit_output(&ev, key)];
+            let d = Decision::Duplicate {
+                task_id: task.task_id,
+                tenant_id: task.tenant_id,
+                seen_generation,
+                seen_at,
+            };
+            return (d, with_generation(out, generation));
+        }
+        if !gate.limiter.try_acquire(&task.tenant_id, now_ms) {
+            let res = rate_limited_result(&task, gate.limiter.limits(), now_ms);
+            let ev = audit::rate_limited(&res, generation, &src, now_ms);
+            let out = match self.result_outputs(&res, task.reply_topic.as_deref()) {
+                Ok(mut out) => {
+                    out.push(self.audit_output(&ev, key));
+                    out
+                }
+                Err(e) => return self.encode_failed(input, &e, generation, now_ms),
+            };
+            return (Decision::RateLimited(res), with_generation(out, generation));
+        }
+        let d = assess_task(task, now_ms, false);
+        let rt = match &d {
+            Decision::Route(rt) | Decision::Quarantine(rt, _) => rt,
+            _ => unreachable!("assess_task routes or quarantines"),
+        };
+        let ev = audit::assessed(rt, generation, &src, now_ms);
+        let mut out = self.outputs(input, &d, now_ms);
+        if out.iter().any(|o| o.topic == self.topics.dlq) {
+            // an output failed to encode: `outputs` dead-lettered the input instead
+            return self.encode_failed(input, "output did not encode", generation, now_ms);
+        }
+        out.push(self.audit_output(&ev, key.clone()));
+        if gate.dedupe.enabled() {
+            gate.dedupe.admit(&rt.task.task_id, generation, now_ms);
+            out.push(Output {
+                topic: self.topics.dedupe.clone(),
+                // the input's partition: a restarted instance reloads exactly the dedupe
+                // partitions whose task partitions it was assigned
+                partition: Some(input.partition),
+                key,
+                value: DedupeRecord {
+                    generation,
+                    seen_at: now_ms,
+                }
+                .encode(),
+                headers: vec![],
+            });
+        }
+        (d, with_generation(out, generation))
+    }
+
+    fn encode_failed(
+        &self,
+        input: &Input<'_>,
+        why: &str,
+        generation: i32,
+        now_ms: i64,
+    ) -> (Decision, Vec<Output>) {
+        let dl = dead_letter(input, "SchemaMismatch", &format!("output: {why}"), now_ms);
+        let ev = audit::dead_lettered(
+            &dl.error_class,
+            &dl.dead_letter_id,
+            generation,
+            &input.source(),
+            now_ms,
+        );
+        let key = dl.original_key.clone();
+        let out = vec![self.dlq_output(&dl), self.audit_output(&ev, key)];
+        (Decision::DeadLetter(dl), with_generation(out, generation))
+    }
+}
+
+/// Carry a replay's generation onward as a header on everything it caused.
+fn with_generation(mut out: Vec<Output>, generation: i32) -> Vec<Output> {
+    if generation > 0 {
+        let v = generation.to_string().into_bytes();
+        for o in &mut out {
+            o.headers.push((REPLAY_HEADER.to_string(), v.clone()));
+        }
+    }
+    out
 }

@@ -15,9 +15,10 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from octollm.codec import Codec
 from octollm.contracts.models import TaskRequest
@@ -45,10 +46,17 @@ EMAIL = "jane.doe@example.com"
 CARD = "4111 1111 1111 1111"
 
 
-def task(goal: str, *, priority: str = "MEDIUM", context: str = "", reply_topic: str | None = None):
+def task(
+    goal: str,
+    *,
+    priority: str = "MEDIUM",
+    context: str = "",
+    reply_topic: str | None = None,
+    tenant: str = "acme",
+) -> TaskRequest:
     return TaskRequest(
         task_id=str(uuid.uuid4()),
-        tenant_id="acme",
+        tenant_id=tenant,
         goal=goal,
         context=context,
         priority=priority,
@@ -57,11 +65,23 @@ def task(goal: str, *, priority: str = "MEDIUM", context: str = "", reply_topic:
     )
 
 
-def read_all(settings: Settings, expected: dict[str, int]) -> dict[str, list]:
+def key_of(m: Message) -> bytes:
+    k = m.key()
+    assert isinstance(k, bytes), k
+    return k
+
+
+def value_of(m: Message) -> bytes:
+    v = m.value()
+    assert isinstance(v, bytes), v
+    return v
+
+
+def read_all(settings: Settings, expected: dict[str, int]) -> dict[str, list[Message]]:
     """Read every output topic (read_committed) until each has its expected count or the
     deadline passes, then a little longer to catch duplicates."""
     consumer = Consumer(consumer_config(settings))
-    got: dict[str, list] = {t: [] for t in expected}
+    got: dict[str, list[Message]] = {t: [] for t in expected}
     try:
         parts = []
         for t in expected:
@@ -73,7 +93,7 @@ def read_all(settings: Settings, expected: dict[str, int]) -> dict[str, list]:
         while time.monotonic() < (settle_until or deadline):
             msg = consumer.poll(0.2)
             if msg is not None and msg.error() is None:
-                got[msg.topic()].append(msg)
+                got[str(msg.topic())].append(msg)
             if settle_until is None and all(len(got[t]) >= n for t, n in expected.items()):
                 settle_until = time.monotonic() + 2.0
         return got
@@ -132,9 +152,11 @@ def test_reflex_routes_quarantines_redacts_and_dead_letters_exactly_once(
 
     delivered: dict[bytes, tuple[int, int]] = {}
 
-    def on_delivery(err, msg) -> None:
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
         assert err is None, err
-        delivered[msg.key()] = (msg.partition(), msg.offset())
+        partition, offset = msg.partition(), msg.offset()
+        assert partition is not None and offset is not None
+        delivered[key_of(msg)] = (partition, offset)
 
     with running_reflex(isolated, tmp_path, "--instance", "it"):
         producer = Producer({"bootstrap.servers": isolated.bootstrap_servers, "acks": "all"})
@@ -160,7 +182,7 @@ def test_reflex_routes_quarantines_redacts_and_dead_letters_exactly_once(
         counts = {k: len(v) for k, v in by.items()}
         assert counts == expected, (counts, (tmp_path / "reflex.log").read_text())
 
-        def records(k: str) -> list[dict]:
+        def records(k: str) -> list[dict[str, Any]]:
             return [codec.decode(m.value()).record for m in by[k]]
 
         orch = {str(r["task"]["task_id"]): r for r in records("orch")}
@@ -188,13 +210,13 @@ def test_reflex_routes_quarantines_redacts_and_dead_letters_exactly_once(
         # keys are the task ids
         for k in ("orch", "prio", "quar", "res"):
             for m in by[k]:
-                assert m.key().decode() in {str(t.task_id) for t in good}
+                assert key_of(m).decode() in {str(t.task_id) for t in good}
         # the raw PII is nowhere in any output
         for msgs in by.values():
             for m in msgs:
-                assert EMAIL.encode() not in m.value()
-                assert CARD.encode() not in m.value()
-                assert CARD.replace(" ", "").encode() not in m.value()
+                assert EMAIL.encode() not in value_of(m)
+                assert CARD.encode() not in value_of(m)
+                assert CARD.replace(" ", "").encode() not in value_of(m)
         dead = {bytes(r["original_key"]): r for r in records("dlq")}
         assert set(dead) == set(bad_classes)
         for key, cls in bad_classes.items():
