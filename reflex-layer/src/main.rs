@@ -47,7 +47,7 @@ struct RunArgs {
     #[arg(long)]
     passthrough: bool,
     /// Most records per transaction.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 5000)]
     batch_max: usize,
     /// Longest wait for a batch to fill, in milliseconds.
     #[arg(long, default_value_t = 100)]
