@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import sys
 
-from bench import sdk_throughput
+from bench import faust_hop, llm_throughput, reflex_core, reflex_e2e, sdk_throughput
 
-BENCHMARKS = {"sdk": sdk_throughput.main}
+BENCHMARKS = {
+    "sdk": sdk_throughput.main,
+    "reflex": reflex_e2e.main,
+    "reflex-core": reflex_core.main,
+    "llm": llm_throughput.main,
+    "faust-hop": faust_hop.main,
+    "orchestrator-machinery": faust_hop.machinery_main,
+}
 
 
 def main(argv: list[str]) -> int:

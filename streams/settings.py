@@ -126,7 +126,10 @@ class Settings(BaseSettings):
         0.5, ge=0, description="First retry delay of a step; doubles with each attempt."
     )
     orchestrator_step_timeout_s: float = Field(
-        180.0, gt=0, description="A step with no result after this long counts as timed out."
+        300.0,
+        gt=0,
+        description="A step with no result after this long counts as timed out (a backstop for "
+        "a dead arm; each arm enforces its own, shorter timeout_s).",
     )
     orchestrator_tick_s: float = Field(
         0.5, gt=0, description="How often deadlines and step timeouts are checked."

@@ -42,13 +42,14 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from octollm.cli import infra, produce, run, tail, topics
+    from octollm.cli import infra, produce, run, tail, topics, worker
 
     app.add_typer(infra.app, name="infra")
     app.add_typer(topics.app, name="topics")
     app.command(name="produce")(produce.produce)
     app.command(name="tail")(tail.tail)
     app.command(name="run")(run.run)
+    app.add_typer(worker.app, name="worker")
 
 
 def _configure_logging() -> None:

@@ -1,0 +1,120 @@
+"""`octollm worker orchestrator | arm <name> | reflex`: one long-running worker per command.
+
+Each is a member of a Kafka consumer group, so starting more processes adds throughput. Each
+stops cleanly on SIGTERM / SIGINT: Faust's worker commits what is done and leaves the group;
+the reflex worker is the Rust binary itself (exec'd), which handles the signals on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from octollm.cli.errors import CliError
+from octollm.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import faust
+
+app = typer.Typer(help="Run one worker (a consumer group member) in the foreground.")
+
+LOG_LEVEL = typer.Option("--log-level", help="Faust/worker log level (info, warning, debug).")
+
+
+def _ensure_topics(settings: Settings) -> None:
+    from octollm.kafka.admin import ensure_topics
+    from octollm.topics import topic_specs
+
+    # Idempotent, and a clear one-line error now if the broker is unreachable.
+    ensure_topics(settings, topic_specs(settings))
+
+
+def _run_faust(app: faust.App, log_level: str) -> None:
+    from octollm.runtime.app import run_worker
+
+    # Faust's worker owns the event loop and the signal handlers (SIGTERM/SIGINT: stop, commit,
+    # leave the group) and exits the process when it stops.
+    run_worker(app, log_level)
+
+
+def _settings(**changes: object) -> Settings:
+    """The process settings with this command's options (those given) on top."""
+    given = {k: v for k, v in changes.items() if v is not None}
+    return get_settings().model_copy(update=given)
+
+
+@app.command("orchestrator")
+def orchestrator(
+    concurrency: Annotated[
+        int | None,
+        typer.Option("--concurrency", min=1, help="Agent instances per routed topic."),
+    ] = None,
+    web_port: Annotated[
+        int | None, typer.Option("--web-port", help="Faust web server port on 127.0.0.1.")
+    ] = None,
+    log_level: Annotated[str, LOG_LEVEL] = "warning",
+) -> None:
+    """The orchestrator: plan, dispatch, judge, safety, exactly one result per task."""
+    from octollm.arms import capabilities
+    from octollm.orchestrator.agent import Orchestrator
+
+    settings = _settings(worker_web_port=web_port, orchestrator_concurrency=concurrency)
+    _ensure_topics(settings)
+    orch = Orchestrator(settings, capabilities())
+    orch.ensure_topics()
+    _run_faust(orch.app, log_level)
+
+
+@app.command("arm")
+def arm(
+    name: Annotated[str, typer.Argument(help="A registered arm, e.g. planner, judge.")],
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Requests handled at once.")
+    ] = None,
+    web_port: Annotated[
+        int | None, typer.Option("--web-port", help="Faust web server port on 127.0.0.1.")
+    ] = None,
+    log_level: Annotated[str, LOG_LEVEL] = "warning",
+) -> None:
+    """One arm: consume its requests, answer on octo.arm.results."""
+    from octollm.arms import ARMS, load_arm
+    from octollm.runtime.arm import build_arm_app
+
+    if name not in ARMS:
+        raise CliError(f"unknown arm {name!r}; registered: {', '.join(sorted(ARMS))}", 2)
+    settings = _settings(worker_web_port=web_port, arm_concurrency=concurrency)
+    _ensure_topics(settings)
+    _run_faust(build_arm_app(settings, load_arm(name)), log_level)
+
+
+@app.command("reflex")
+def reflex(
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="Distinct id per reflex process.")
+    ] = None,
+) -> None:
+    """The Rust reflex layer's streaming path (`octollm-reflex run`), in this process."""
+    from octollm.supervisor.reflex import ReflexError, reflex_binary
+
+    settings = get_settings()
+    try:
+        binary = reflex_binary()
+    except ReflexError as exc:
+        raise CliError(str(exc), 1) from None
+    _ensure_topics(settings)
+    argv = [
+        str(binary),
+        "run",
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--topic-prefix",
+        settings.topic_prefix,
+    ]
+    if instance:
+        argv += ["--instance", instance]
+    logging.shutdown()
+    # exec: the binary becomes this process, so signals reach it directly and it exits cleanly.
+    os.execv(argv[0], argv)

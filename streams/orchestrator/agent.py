@@ -1,0 +1,317 @@
+"""The orchestrator's Faust side: agents that feed events to `state` and send the effects.
+
+Inputs (all keyed by task id, all with `settings.partitions` partitions, so co-partitioned):
+`octo.tasks.routed.priority`, `octo.tasks.routed.orchestrator`, `octo.arm.results` and our own
+clock, `octo.orchestrator.ticks`. State: the `tasks` table (task id → `TaskState` JSON), backed
+by its changelog topic. Outputs: arm requests, audit events, the terminal result (and the task's
+reply topic), dead letters.
+
+Exactly once: with `processing_guarantee="exactly_once"` every record an event causes (the table
+update, the outputs) and the event's input offset are committed in one Kafka transaction per
+input partition (see `runtime.app.KeyedTransactionManager`). Each event's records are handed to
+the producer in order (table update first) and acknowledged before the event counts as
+processed, and a replayed event changes nothing in `state`, so a crash or a rebalance at any
+point leaves exactly one committed `TaskResult` per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import faust
+from faust.types import EventT, TopicT
+from prometheus_client import Counter, Histogram
+
+from octollm.codec import Codec, CodecError
+from octollm.codec.errors import SchemaMismatch
+from octollm.contracts.models import ArmResult, AvroModel, RoutedTask, TaskResult
+from octollm.orchestrator.state import (
+    Config,
+    Effects,
+    TaskState,
+    is_expired,
+    on_arm_result,
+    on_task,
+    on_tick,
+)
+from octollm.runtime.app import (
+    ORCHESTRATOR_GROUP,
+    create_app,
+    key_partition,
+    raw_topic,
+    topic,
+    use_keyed_transactions,
+)
+from octollm.runtime.arm import dead_letter
+from octollm.settings import Settings
+from octollm.topics import (
+    ARM_RESULTS,
+    AUDIT,
+    DLQ,
+    ORCHESTRATOR_TICKS,
+    RESULTS,
+    arm_requests,
+    full_name,
+    routed,
+)
+
+log = logging.getLogger("octollm.orchestrator")
+
+EVENTS = Counter("octollm_orchestrator_events_total", "Events handled, by kind", ["kind"])
+RESULTS_EMITTED = Counter(
+    "octollm_orchestrator_results_total", "Terminal results emitted, by status", ["status"]
+)
+TASK_SECONDS = Histogram(
+    "octollm_orchestrator_task_seconds",
+    "Time from a task's arrival to its terminal result",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300, 600),
+)
+
+#: How long a finished task stays in the table, so late duplicates of its events find it.
+DONE_RETENTION = timedelta(hours=1)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class Orchestrator:
+    """The orchestrator app: build it, then run `app` with a Faust worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        capabilities: dict[str, frozenset[str]],
+        *,
+        clock: Callable[[], datetime] = now_utc,
+    ) -> None:
+        self.settings = settings
+        self.cfg = Config.from_settings(settings, capabilities)
+        self.clock = clock
+        self.codec = Codec.from_settings(settings)
+        self.app = create_app(settings, ORCHESTRATOR_GROUP)
+        use_keyed_transactions(self.app, settings, routed("orchestrator"))
+        app = self.app
+        self.priority_in = topic(app, settings, routed("priority"))
+        self.normal_in = topic(app, settings, routed("orchestrator"))
+        self.results_in = topic(app, settings, ARM_RESULTS)
+        self.ticks = topic(app, settings, ORCHESTRATOR_TICKS)  # internal: see `ensure_topics`
+        self.audit_out = topic(app, settings, AUDIT)
+        self.results_out = topic(app, settings, RESULTS)
+        self.dlq_out = topic(app, settings, DLQ)
+        self.tasks = app.Table(
+            "tasks", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
+        )
+        self._out_topics: dict[str, TopicT] = {}
+        # Which tasks are not done yet, per partition: what a tick looks at. Process-local and
+        # rebuilt from the table after a restart or rebalance (see `_active_in`).
+        self._active: dict[int, set[bytes]] = {}
+        self._indexed: set[int] = set()
+        self._register()
+
+    def ensure_topics(self) -> None:
+        """Create the orchestrator's internal ticks topic before the worker joins its group:
+        a topic missing at the first assignment is left out of it."""
+        from octollm.kafka.admin import ensure_topics
+        from octollm.topics import TopicSpec
+
+        spec = TopicSpec(ORCHESTRATOR_TICKS, "orchestrator clock", {"retention.ms": "3600000"})
+        ensure_topics(self.settings, [spec])
+
+    # --- wiring ---------------------------------------------------------------------------
+    def _register(self) -> None:
+        app, settings = self.app, self.settings
+        concurrency = settings.orchestrator_concurrency
+
+        # Faust has no strict priority between topics. The priority route gets an agent of its
+        # own with twice the concurrency, so its tasks never queue behind ordinary ones in one
+        # stream, and a bigger share of the loop's turns while both have work.
+        @app.agent(self.priority_in, name="orchestrator-priority", concurrency=2 * concurrency)
+        async def priority(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for event in stream.events():
+                await self._on_routed(event)
+                yield None
+
+        @app.agent(self.normal_in, name="orchestrator-routed", concurrency=concurrency)
+        async def normal(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for event in stream.events():
+                await self._on_routed(event)
+                yield None
+
+        @app.agent(self.results_in, name="orchestrator-arm-results", concurrency=concurrency)
+        async def arm_results(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for event in stream.events():
+                await self._on_arm_result(event)
+                yield None
+
+        @app.agent(self.ticks, name="orchestrator-ticks")
+        async def ticks(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+            async for event in stream.events():
+                await self._on_tick(event)
+                yield None
+
+        @app.timer(settings.orchestrator_tick_s)  # type: ignore[untyped-decorator]
+        async def clock() -> None:
+            await self._send_ticks()
+
+        self.agents = (priority, normal, arm_results, ticks)
+
+    # --- events -----------------------------------------------------------------------------
+    async def _decode(self, event: EventT[Any], kind: type[AvroModel]) -> AvroModel | None:
+        try:
+            record = self.codec.decode_model(event.value, topic=event.message.topic)
+            if not isinstance(record, kind):
+                raise SchemaMismatch(f"expected a {kind.__name__}, got a {type(record).__name__}")
+            return record
+        except CodecError as exc:
+            log.warning(
+                "dead-lettered %s offset %d: %s [component=orchestrator]",
+                event.message.topic,
+                event.message.offset,
+                exc,
+            )
+            letter = dead_letter(event, exc, "orchestrator")
+            dlq = full_name(self.settings, DLQ)
+            await self._send(dlq, event.key, self.codec.encode(letter, topic=dlq))
+            return None
+
+    def _load(self, key: bytes) -> TaskState | None:
+        raw = self.tasks.get(key)
+        return TaskState.model_validate_json(raw) if raw else None
+
+    async def _on_routed(self, event: EventT[Any]) -> None:
+        EVENTS.labels("task").inc()
+        routed_task = await self._decode(event, RoutedTask)
+        if routed_task is None:
+            return
+        assert isinstance(routed_task, RoutedTask)
+        key = str(routed_task.task.task_id).encode()
+        state = self._load(key)
+        new, fx = on_task(state, routed_task, self.clock(), self.cfg)
+        if state is None:
+            log.info(
+                "task received [task_id=%s tenant_id=%s route=%s component=orchestrator]",
+                new.task_id,
+                new.tenant_id,
+                routed_task.route,
+            )
+        await self._apply(key, state, new, fx, event.message.partition)
+
+    async def _on_arm_result(self, event: EventT[Any]) -> None:
+        EVENTS.labels("arm_result").inc()
+        result = await self._decode(event, ArmResult)
+        if result is None:
+            return
+        assert isinstance(result, ArmResult)
+        key = str(result.task_id).encode()
+        state = self._load(key)
+        if state is None:
+            log.warning(
+                "result for an unknown task ignored [task_id=%s step_id=%s component=orchestrator]",
+                result.task_id,
+                result.step_id,
+            )
+            return
+        new, fx = on_arm_result(state, result, self.clock(), self.cfg)
+        await self._apply(key, state, new, fx, event.message.partition)
+
+    async def _on_tick(self, event: EventT[Any]) -> None:
+        EVENTS.labels("tick").inc()
+        partition = event.message.partition
+        now = self.clock()
+        for key in list(self._active_in(partition)):
+            state = self._load(key)
+            if state is None:
+                self._active[partition].discard(key)
+                continue
+            if is_expired(state, now, DONE_RETENTION):
+                del self.tasks[key]
+                self._active[partition].discard(key)
+                continue
+            new, fx = on_tick(state, now, self.cfg)
+            await self._apply(key, state, new, fx, partition)
+
+    def _active_in(self, partition: int) -> set[bytes]:
+        if partition not in self._indexed:
+            # First tick for this partition since it was assigned: index the recovered table.
+            n = self.settings.partitions
+            keys = {k for k in self.tasks if key_partition(k, n) == partition}
+            self._active.setdefault(partition, set()).update(keys)
+            self._indexed.add(partition)
+        return self._active.setdefault(partition, set())
+
+    async def _send_ticks(self) -> None:
+        """One tick per assigned partition, on the plain producer: a tick inside a transaction
+        would only be seen once that partition's transaction commits, which an idle partition
+        never does."""
+        name = full_name(self.settings, ORCHESTRATOR_TICKS)
+        stamp = str(time.time()).encode()
+        assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
+        for p in self._indexed - assigned:  # revoked: another worker owns them now
+            self._indexed.discard(p)
+            self._active.pop(p, None)
+        for p in sorted(assigned):
+            await self.app.producer.send(name, b"tick", stamp, p, None, None)
+
+    # --- effects -----------------------------------------------------------------------------
+    def _out(self, name: str) -> TopicT:
+        t = self._out_topics.get(name)
+        if t is None:
+            t = self._out_topics[name] = raw_topic(self.app, name)
+        return t
+
+    async def _apply(
+        self, key: bytes, old: TaskState | None, new: TaskState, fx: Effects, partition: int
+    ) -> None:
+        if new is old and not fx:
+            return
+        # The table first: its changelog record is queued before any output, so no transaction
+        # can commit an output of this event without the state that produced it.
+        self.tasks[key] = new.model_dump_json().encode()
+        if new.emitted:
+            self._active.get(partition, set()).discard(key)
+        else:
+            self._active.setdefault(partition, set()).add(key)
+        s, codec = self.settings, self.codec
+        records: list[tuple[str, bytes]] = []
+        for req in fx.requests:
+            name = full_name(s, arm_requests(req.arm))
+            records.append((name, codec.encode(req, topic=name)))
+        for audit in fx.audits:
+            name = full_name(s, AUDIT)
+            records.append((name, codec.encode(audit, topic=name)))
+        if fx.result is not None:
+            name = full_name(s, RESULTS)
+            records.append((name, codec.encode(fx.result, topic=name)))
+            reply = new.routed.task.reply_topic
+            if reply:
+                records.append((reply, codec.encode(fx.result, topic=reply)))
+            self._log_result(new, fx.result)
+        await self._send_all(key, records)
+
+    def _log_result(self, state: TaskState, result: TaskResult) -> None:
+        RESULTS_EMITTED.labels(result.status.value).inc()
+        TASK_SECONDS.observe((result.completed_at - state.received_at).total_seconds())
+        log.info(
+            "task %s [task_id=%s tenant_id=%s rounds=%d reason=%s component=orchestrator]",
+            result.status.value,
+            result.task_id,
+            result.tenant_id,
+            state.round,
+            result.reason or "",
+        )
+
+    async def _send(self, name: str, key: bytes | None, value: bytes) -> None:
+        await self._out(name).send_soon(key=key, value=value)
+
+    async def _send_all(self, key: bytes, records: list[tuple[str, bytes]]) -> None:
+        """Queue the records behind the table update, in order, then wait until all are
+        acknowledged: only then may the event's offset be committed."""
+        pending = [self._out(name).send_soon(key=key, value=value) for name, value in records]
+        if pending:
+            await asyncio.gather(*pending)

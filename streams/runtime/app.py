@@ -1,0 +1,235 @@
+"""One Faust app factory for every Python worker (orchestrator, arms, benchmarks).
+
+Settings decide everything a worker shares: brokers, topic prefix, partitions, the processing
+guarantee. Keys and values travel as raw bytes: we decode with our own `Codec`, so a malformed
+record becomes a dead letter instead of an exception inside Faust that kills the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+import faust
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+from faust.transport.consumer import TransactionManager
+from faust.types import TopicT
+
+from octollm.settings import SaslMechanism, SecurityProtocol, Settings
+from octollm.topics import full_name
+
+log = logging.getLogger("octollm.runtime")
+
+ORCHESTRATOR_GROUP = "octo-orchestrator"
+
+
+def arm_group(arm: str) -> str:
+    return f"octo-arm-{arm}"
+
+
+def app_id(settings: Settings, group: str) -> str:
+    """The Faust app id, which is also the consumer group id and the changelog topics' prefix.
+
+    It carries the topic prefix so environments that share a cluster never share a group or a
+    changelog.
+    """
+    return f"{settings.topic_prefix}{group}"
+
+
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.security_protocol
+    if protocol is SecurityProtocol.PLAINTEXT:
+        return None
+    context = None
+    if protocol in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL):
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_ca_location) if settings.ssl_ca_location else None
+        )
+    if protocol is SecurityProtocol.SSL:
+        return faust.SSLCredentials(context)
+    assert settings.sasl_username is not None and settings.sasl_password is not None
+    mechanism = settings.sasl_mechanism or SaslMechanism.PLAIN
+    return faust.SASLCredentials(
+        username=settings.sasl_username,
+        password=settings.sasl_password.get_secret_value(),
+        mechanism=mechanism.value,
+        ssl_context=context,
+    )
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition aiokafka's and librdkafka's murmur2 partitioners give `key`."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class KeyedTransactionManager(TransactionManager):
+    """Faust's transaction manager, with our outputs inside the transactions.
+
+    Faust picks a record's transaction by its destination partition and topic group, which it
+    knows only for topics the app consumes; every other record (our arm requests, results,
+    audit events, a reply topic) would go out on a non-transactional producer, visible even
+    if the input that caused it is then reprocessed. All our topics are keyed by task id and
+    co-partitioned, so such a record joins the transaction of the input partition its key
+    hashes to: the one that also carries the task's changelog update and its input offset.
+    """
+
+    #: The app's main input topic (full name) and its partition count; set by
+    #: `use_keyed_transactions`.
+    home_topic: str = ""
+    home_partitions: int = 1
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
+        """Start a fresh transactional producer for every newly assigned partition.
+
+        Faust reuses a producer it still holds for a transactional id, even one that another
+        member has fenced since (seen here: a partition revoked, taken by a worker that was then
+        killed, and assigned back). Every send and commit on it then fails and the partition
+        stalls. A new producer with the same id fences the zombie and aborts its open
+        transaction, which is what Kafka's protocol expects on every assignment.
+        """
+        producers: dict[str, Any] = getattr(self.producer, "_transaction_producers", {})
+        wanted = self._tps_to_transactional_ids(assigned)
+        fresh = self._tps_to_transactional_ids(newly_assigned)
+        held = set(producers)
+        stale = (held - wanted) | (held & fresh)
+        if stale:
+            await self._stop_transactions(sorted(stale))
+        start = wanted - (held - stale)
+        if start:
+            self.log.info("starting %d transactional producer(s)", len(start))
+            await self._start_transactions(sorted(start))
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: Any,
+        *,
+        transactional_id: str | None = None,
+    ) -> Any:
+        assignor = self.app.assignor
+        try:
+            assignor.group_for_topic(topic)
+            consumed = True
+        except KeyError:
+            consumed = False
+        try:
+            home_group = assignor.group_for_topic(self.home_topic)
+        except KeyError:  # not assigned yet: nothing of ours is being processed
+            consumed = True
+        if key is None or consumed:
+            return await super().send(topic, key, value, partition, timestamp, headers)
+        home = key_partition(key, self.home_partitions)
+        tid = f"{self.app.conf.id}-{home_group}-{home}"
+        fut: Any = await self.producer.send(
+            topic, key, value, partition, timestamp, headers, transactional_id=tid
+        )
+        return fut
+
+
+def create_app(
+    settings: Settings,
+    group: str,
+    *,
+    exactly_once: bool | None = None,
+    **overrides: Any,
+) -> faust.App:
+    """A Faust app for one kind of worker; `group` is e.g. `octo-orchestrator`, `octo-arm-judge`.
+
+    `exactly_once=None` follows `settings.processing_guarantee`. The web server is off unless
+    `settings.worker_web_port` is set, and then listens on 127.0.0.1 only.
+    """
+    if exactly_once is None:
+        exactly_once = settings.processing_guarantee == "exactly_once"
+    web: dict[str, Any] = {"web_enabled": False}
+    if settings.worker_web_port is not None:
+        web = {
+            "web_enabled": True,
+            "web_bind": "127.0.0.1",
+            "web_host": "127.0.0.1",
+            "web_port": settings.worker_web_port,
+        }
+    datadir = settings.data_dir / "faust" / app_id(settings, group)
+    # Faust makes only the last level of its datadir (tables live in memory; it keeps little).
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {
+        "broker": [f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
+        "broker_credentials": _credentials(settings),
+        "store": "memory://",
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "processing_guarantee": "exactly_once" if exactly_once else "at_least_once",
+        "consumer_auto_offset_reset": "earliest",
+        # Our modules are imported explicitly; scanning for decorators is slow and surprising.
+        "autodiscover": False,
+        "datadir": str(datadir),
+        # Commit often: a smaller window to redo after a crash, shorter transactions.
+        "broker_commit_interval": 0.2,
+        "broker_commit_every": 200,
+        # A killed worker's partitions move to the others after this long without heartbeats
+        # (Faust's default is 60 s); heartbeats come from a thread, so slow handlers are fine.
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 2.0,
+        # Faust logs a warning per event slower than this; LLM arms are slow by nature.
+        "stream_processing_timeout": 600.0,
+        **web,
+        **overrides,
+    }
+    app = faust.App(app_id(settings, group), **config)
+    return app
+
+
+def use_keyed_transactions(app: faust.App, settings: Settings, home_topic: str) -> None:
+    """Put records for topics the app does not consume into the transaction of the input
+    partition their key belongs to (see `KeyedTransactionManager`). Call before the app starts.
+    """
+    manager = type(
+        "OctoTransactionManager",
+        (KeyedTransactionManager,),
+        {"home_topic": full_name(settings, home_topic), "home_partitions": settings.partitions},
+    )
+    # The transport makes its transaction manager from this attribute when the consumer starts.
+    app.transport.TransactionManager = manager  # type: ignore[misc]
+
+
+def topic(app: faust.App, settings: Settings, name: str, **kwargs: Any) -> TopicT:
+    """A Faust topic for one of ours (`name` without the prefix), raw bytes both ways."""
+    return app.topic(
+        full_name(settings, name),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+        **kwargs,
+    )
+
+
+def raw_topic(app: faust.App, name: str, **kwargs: Any) -> TopicT:
+    """A Faust topic by full name (e.g. a task's reply_topic), raw bytes both ways."""
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        **kwargs,
+    )
+
+
+def run_worker(app: faust.App, log_level: str = "warning") -> None:
+    """Run `app` in a Faust worker in this process until SIGTERM/SIGINT (then it commits what
+    is done, leaves the group and exits the process)."""
+    level = logging.getLevelName(log_level.upper())
+    if isinstance(level, int) and level > logging.DEBUG:
+        # Faust's worker leaves its libraries' loggers at DEBUG and filters in the handler, so
+        # aiokafka and Faust build a log record for every message sent; measured: ~15% of a hop.
+        logging.disable(logging.DEBUG)
+    worker = faust.Worker(app, loglevel=log_level.upper(), redirect_stdouts=False)
+    worker.execute_from_commandline()
