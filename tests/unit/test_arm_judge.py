@@ -1,0 +1,224 @@
+"""The judge arm: criterion classification, deterministic checks, the verdict, and the LLM path
+with recorded responses (no network)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from octollm.arms.judge import JudgeArm, Kind, classify, judge_draft, text_check
+from octollm.contracts.models import ArmRequest, ArmStatus
+from octollm.llm import LLMClient, UsageMeter
+from octollm.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+CODE_DRAFT = "Here is the function:\n```python\ndef add(a, b):\n    return a + b\n```\n"
+WRONG_DRAFT = "```python\ndef add(a, b):\n    return a * b\n```"
+
+
+def recorded(
+    content: str, prompt_tokens: int = 60, completion_tokens: int = 12
+) -> httpx.MockTransport:
+    """A recorded response: an OpenAI chat completion as the local server returns it."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "id": "chatcmpl-recorded",
+                "object": "chat.completion",
+                "model": "SmolLM2-135M-Instruct",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+            },
+        )
+
+    return httpx.MockTransport(handler)
+
+
+def down_settings() -> Settings:
+    # A real connection refused: nothing listens on port 9 of 127.0.0.1.
+    return Settings(llm_base_url="http://127.0.0.1:9/v1", llm_max_retries=0, llm_timeout_s=2)
+
+
+@dataclass
+class Ctx:
+    settings: Settings
+    llm: LLMClient
+    worker_id: str = "judge@test"
+    log: logging.LoggerAdapter = field(
+        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("test.judge"), {})
+    )
+
+
+def request(draft: str, criteria: list[str], goal: str = "Write add(a, b).") -> ArmRequest:
+    return ArmRequest(
+        request_id=uuid.uuid4(),
+        task_id=uuid.uuid4(),
+        tenant_id="acme",
+        step_id="judge",
+        arm="judge",
+        instruction=goal,
+        inputs={"draft": draft, "criteria": json.dumps(criteria), "steps": "{}"},
+        created_at=datetime.now(UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("criterion", "kind"),
+    [
+        ("add(2, 3) == 5", Kind.PYTHON),
+        ("assert add(1, 2) == 3", Kind.PYTHON),
+        ("add(2, 3) returns 5", Kind.PYTHON),
+        ("must mention Kafka", Kind.CONTAINS),
+        ("The answer contains 'exactly once'", Kind.CONTAINS),
+        ("does not mention Java", Kind.CONTAINS),
+        ('contains "add(2, 3)"', Kind.CONTAINS),  # a quoted call is text, not a check to run
+        ("at most 50 words", Kind.LENGTH),
+        ("The answer must be at most 3 sentences", Kind.LENGTH),
+        ("no more than 10 lines", Kind.LENGTH),
+        ("at least 2 bullet points", Kind.LENGTH),
+        ("is valid JSON", Kind.JSON),
+        ("The output must be a valid JSON object", Kind.JSON),
+        ("no TODO", Kind.NO_TODO),
+        ("The code has no TODOs", Kind.NO_TODO),
+        ("valid Python", Kind.PYTHON_SYNTAX),
+        ("defines a function named add", Kind.DEFINES),
+        ("mentions the trade-offs between latency and throughput", Kind.LLM),
+        ("Explain Kafka in at most 3 sentences", Kind.LLM),  # length plus meaning: the LLM
+        ("is polite", Kind.LLM),
+    ],
+)
+def test_classify(criterion, kind):
+    assert classify(criterion).kind is kind
+
+
+@pytest.mark.parametrize(
+    ("criterion", "draft", "passed"),
+    [
+        ("must mention Kafka", "Kafka keeps the log.", True),
+        ("must mention Kafka", "Kafkaesque, isn't it", False),  # a word, not a prefix
+        ("does not mention Java", "Written in Rust.", True),
+        ("does not mention Java", "Unlike Java, ...", False),
+        ("contains 'exactly once'", "Delivery is EXACTLY ONCE here.", True),
+        ("at most 5 words", "one two three four five", True),
+        ("at most 5 words", "one two three four five six", False),
+        ("fewer than 3 lines", "a\nb\n\nc", False),
+        ("at least 2 bullet points", "- a\n- b\n", True),
+        ("exactly 2 sentences", "One. Two!", True),
+        ("is valid JSON", '{"a": 1}', True),
+        ("is valid JSON", "```json\n[1, 2]\n```", True),
+        ("is valid JSON", "{'a': 1}", False),
+        ("must be a valid JSON object", "[1]", False),
+        ("no TODO", "def f():\n    pass  # TODO later", False),
+        ("no TODO", "done", True),
+        ("valid Python", CODE_DRAFT, True),
+        ("valid Python", "just words", False),
+        ("defines a function named add", CODE_DRAFT, True),
+        ("defines a function named sub", CODE_DRAFT, False),
+    ],
+)
+def test_text_checks(criterion, draft, passed):
+    c = classify(criterion)
+    result = text_check(c, draft)
+    assert result.passed is passed, result
+    assert result.method == "deterministic"
+
+
+async def test_correct_add_passes_and_wrong_add_fails_deterministically():
+    criteria = ["add(2, 3) == 5", "assert add(-1, 1) == 0", "defines a function named add"]
+    good = await judge_draft("Write add.", CODE_DRAFT, criteria, llm=None, meter=UsageMeter())
+    assert good.passed and good.score == 1.0 and good.reasons == []
+    assert {c.method for c in good.checks} == {"deterministic"}
+    bad = await judge_draft("Write add.", WRONG_DRAFT, criteria, llm=None, meter=UsageMeter())
+    assert not bad.passed and bad.score == pytest.approx(1 / 3, abs=1e-3)
+    assert any("returned 6, expected 5" in r for r in bad.reasons)
+
+
+async def test_code_criteria_without_code_fail_with_a_reason():
+    verdict = await judge_draft(
+        "x", "I would write it in Python.", ["add(1, 2) == 3"], llm=None, meter=UsageMeter()
+    )
+    assert not verdict.passed and verdict.checks[0].detail == "no Python code in the draft"
+
+
+async def test_code_found_in_step_outputs_when_the_draft_is_prose():
+    verdict = await judge_draft(
+        "x",
+        "See the code step.",
+        ["add(1, 2) == 3"],
+        llm=None,
+        meter=UsageMeter(),
+        steps={"code": CODE_DRAFT},
+    )
+    assert verdict.passed
+
+
+async def test_no_criteria_passes_a_non_empty_draft_without_the_llm():
+    ok = await judge_draft("x", "an answer", [], llm=None, meter=UsageMeter())
+    assert ok.passed and ok.score == 1.0 and ok.checks[0].method == "deterministic"
+    empty = await judge_draft("x", "  ", [], llm=None, meter=UsageMeter())
+    assert not empty.passed and empty.score == 0.0
+
+
+async def test_llm_criterion_uses_the_recorded_answer_and_counts_tokens():
+    # recorded response: SmolLM2's JSON verdict under the {"passed", "reason"} schema
+    llm = LLMClient(Settings(), transport=recorded('{"passed": true, "reason": "It is polite."}'))
+    meter = UsageMeter()
+    verdict = await judge_draft(
+        "Greet.", "Hello, nice to meet you!", ["is polite"], llm=llm, meter=meter
+    )
+    assert verdict.passed and verdict.checks[0].method == "llm"
+    assert verdict.checks[0].detail == "It is polite."
+    assert meter.prompt_tokens == 60 and meter.completion_tokens == 12
+
+
+async def test_unusable_llm_answer_is_unverified_and_fails_closed():
+    # recorded response: the model ignored the schema
+    llm = LLMClient(Settings(), transport=recorded("Yes, it is polite."))
+    verdict = await judge_draft(
+        "Greet.", "Hello!", ["is polite", "at most 5 words"], llm=llm, meter=UsageMeter()
+    )
+    assert not verdict.passed and verdict.score == 0.5
+    assert verdict.checks[0].unverified and verdict.checks[0].detail.startswith("unverified")
+
+
+async def test_llm_down_is_unverified_and_fails_closed():
+    llm = LLMClient(down_settings())
+    verdict = await judge_draft("Greet.", "Hello!", ["is polite"], llm=llm, meter=UsageMeter())
+    await llm.aclose()
+    assert not verdict.passed
+    assert verdict.checks[0].unverified and "unavailable" in verdict.checks[0].detail
+
+
+async def test_arm_output_is_the_contract_json():
+    settings = down_settings()
+    ctx = Ctx(settings=settings, llm=LLMClient(settings))
+    out = await JudgeArm().handle(request(CODE_DRAFT, ["add(2, 3) == 5", "no TODO"]), ctx)
+    assert out.status is ArmStatus.OK
+    body = json.loads(out.output)
+    assert body["passed"] is True and body["score"] == 1.0 and body["reasons"] == []
+    assert [set(c) for c in body["checks"]] == [{"criterion", "passed", "method", "detail"}] * 2
+    assert out.artifacts == {"passed": "true", "score": "1.0000"}
+
+
+async def test_request_without_draft_fails():
+    settings = down_settings()
+    ctx = Ctx(settings=settings, llm=LLMClient(settings))
+    req = request("", [])
+    req.inputs.pop("draft")
+    out = await JudgeArm().handle(req, ctx)
+    assert out.status is ArmStatus.FAILED and "draft" in (out.reason or "")
