@@ -269,6 +269,15 @@ def sanity_problem(
     example_instructions = {
         s["instruction"].strip().lower() for _, p in _examples(arms) for s in p["steps"]
     }
+    goal_stems = _stems(inputs.goal)
+    # words of the few-shot examples that the goal does not use: a small model often pastes
+    # the example's topic ("why the sky is blue") into the real plan
+    example_only = {
+        stem
+        for g, p in _examples(arms)
+        for text in [g, *(st["instruction"] for st in p["steps"])]
+        for stem in _stems(text)
+    } - goal_stems
     budget = step_budget(inputs)
     if len(plan.steps) > budget:
         return f"{len(plan.steps)} steps for a goal that warrants at most {budget}"
@@ -279,6 +288,9 @@ def sanity_problem(
             return f"step {s.id} has an empty instruction"
         if text.lower() in example_instructions:
             return f"step {s.id} copies the prompt's example instruction"
+        borrowed = _stems(text) & example_only
+        if len(borrowed) >= 2:
+            return f"step {s.id} borrows the prompt example's topic ({', '.join(sorted(borrowed))})"
         if _JSON_DEBRIS.search(text):
             return f"step {s.id}'s instruction contains JSON debris"
         words = re.findall(r"\w+", text.lower())
@@ -293,7 +305,6 @@ def sanity_problem(
     has_code_step = any(CAP_CODE in arms.get(s.arm, ()) for s in plan.steps)
     if "code" in inputs.tags and _first_arm(arms, CAP_CODE) and not has_code_step:
         return "the goal is tagged code but no step uses a code arm"
-    goal_stems = _stems(inputs.goal)
     if goal_stems and not any(goal_stems & _stems(s.instruction) for s in plan.steps):
         return "no instruction relates to the goal (shares none of its words)"
     return None

@@ -122,7 +122,11 @@ struct LoaderContext;
 
 impl ClientContext for LoaderContext {
     fn error(&self, err: KafkaError, reason: &str) {
-        if !matches!(err, KafkaError::PartitionEOF(_)) {
+        let eof = matches!(
+            err,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
             error!(%err, reason, "dedupe loader");
         }
     }
@@ -502,6 +506,11 @@ pub fn run(cfg: &RunConfig, pipeline: &Pipeline) -> Result<Stats, String> {
                 None => break,
                 Some(Ok(m)) => batch.push(Owned::from(&m)),
                 Some(Err(e)) => {
+                    // a fatal error (e.g. fenced by a newer member with our group.instance.id)
+                    // never clears: exit so the supervisor sees it instead of a zombie consumer
+                    if let Some((code, reason)) = consumer.client().fatal_error() {
+                        return Err(format!("fatal consumer error: {code:?}: {reason}"));
+                    }
                     warn!(%e, "consumer error");
                     break;
                 }

@@ -121,7 +121,9 @@ def down(data_dir: DataDirOption = None) -> None:
     """Stop the workers a `octollm run` left behind, the LLM server and the cluster's nodes
     (only the processes recorded in our pid files)."""
     settings = _settings(data_dir)
-    for line in stop_recorded_workers(settings):
+    from octollm.arms import ARMS
+
+    for line in stop_recorded_workers(settings, list(ARMS)):
         typer.echo(f"worker {line}")
     try:
         stopped = kafka.down(settings)

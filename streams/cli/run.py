@@ -35,7 +35,7 @@ from octollm.settings import PROJECT_ROOT, Settings, get_settings
 from octollm.supervisor import kafka
 from octollm.supervisor.stack import WorkerStack, worker_commands
 from octollm.tasks import TaskInputError, parse_jsonl
-from octollm.topics import topic_specs
+from octollm.topics import TopicSpec, topic_specs
 
 RECENT = 8  # latest results shown on the status screen
 
@@ -246,7 +246,14 @@ def run(
         typer.echo(
             f"topics: {sum(o.action == 'created' for o in created)} created, {len(created)} total"
         )
-        stack = WorkerStack(settings, worker_commands(_registered_arms()))
+        # The examples' reply topics stand for the callers' own topics: create them here so
+        # the demo shows replies arriving (the pipeline itself never creates a caller's topic).
+        replies = sorted({t.reply_topic for t in tasks if t.reply_topic})
+        if replies:
+            unprefixed = settings.model_copy(update={"topic_prefix": ""})
+            ensure_topics(unprefixed, [TopicSpec(r, "reply topic of an example") for r in replies])
+            typer.echo(f"reply topics: {', '.join(replies)}")
+        stack = WorkerStack(settings, worker_commands(settings, _registered_arms()))
         for line in stack.start():
             typer.echo(line)
         with _stop_on_sigterm():

@@ -97,24 +97,14 @@ def reflex(
     ] = None,
 ) -> None:
     """The Rust reflex layer's streaming path (`octollm-reflex run`), in this process."""
-    from octollm.supervisor.reflex import ReflexError, reflex_binary
+    from octollm.supervisor.reflex import ReflexError, reflex_run_argv
 
     settings = get_settings()
     try:
-        binary = reflex_binary()
+        argv = reflex_run_argv(settings, instance=instance)
     except ReflexError as exc:
         raise CliError(str(exc), 1) from None
     _ensure_topics(settings)
-    argv = [
-        str(binary),
-        "run",
-        "--bootstrap-servers",
-        settings.bootstrap_servers,
-        "--topic-prefix",
-        settings.topic_prefix,
-    ]
-    if instance:
-        argv += ["--instance", instance]
     logging.shutdown()
     # exec: the binary becomes this process, so signals reach it directly and it exits cleanly.
     os.execv(argv[0], argv)

@@ -30,6 +30,8 @@ from prometheus_client import Counter, Histogram
 from octollm.codec import Codec, CodecError
 from octollm.codec.errors import SchemaMismatch
 from octollm.contracts.models import ArmResult, AvroModel, RoutedTask, TaskResult
+from octollm.kafka.admin import partitions_of
+from octollm.kafka.exceptions import KafkaClientError
 from octollm.orchestrator.state import (
     Config,
     Effects,
@@ -74,6 +76,7 @@ TASK_SECONDS = Histogram(
 
 #: How long a finished task stays in the table, so late duplicates of its events find it.
 DONE_RETENTION = timedelta(hours=1)
+REPLY_TOPIC_RECHECK_S = 30.0  # a missing reply_topic is looked up again after this long
 
 
 def now_utc() -> datetime:
@@ -108,6 +111,7 @@ class Orchestrator:
             "tasks", default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
         )
         self._out_topics: dict[str, TopicT] = {}
+        self._reply_topics: dict[str, tuple[bool, float]] = {}  # name → (exists, checked at)
         # Which tasks are not done yet, per partition: what a tick looks at. Process-local and
         # rebuilt from the table after a restart or rebalance (see `_active_in`).
         self._active: dict[int, set[bytes]] = {}
@@ -289,10 +293,36 @@ class Orchestrator:
             name = full_name(s, RESULTS)
             records.append((name, codec.encode(fx.result, topic=name)))
             reply = new.routed.task.reply_topic
-            if reply:
+            if reply and await self._reply_topic_exists(reply, new):
                 records.append((reply, codec.encode(fx.result, topic=reply)))
             self._log_result(new, fx.result)
         await self._send_all(key, records)
+
+    async def _reply_topic_exists(self, name: str, state: TaskState) -> bool:
+        """A task's reply_topic is the caller's: we never create it. If it is missing the result
+        goes to octo.results.v1 only (as in the reflex layer), instead of the producer waiting
+        for the topic forever and stalling the partition. Found topics are remembered; a
+        missing one is asked about again after a while."""
+        known = self._reply_topics.get(name)
+        now = time.monotonic()
+        if known is not None and (known[0] or now - known[1] < REPLY_TOPIC_RECHECK_S):
+            return known[0]
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, partitions_of, self.settings, name)
+            exists = True
+        except KafkaClientError:
+            exists = False
+            log.warning(
+                "reply topic %s does not exist; result only on %s "
+                "[task_id=%s tenant_id=%s component=orchestrator]",
+                name,
+                full_name(self.settings, RESULTS),
+                state.routed.task.task_id,
+                state.routed.task.tenant_id,
+            )
+        self._reply_topics[name] = (exists, now)
+        return exists
 
     def _log_result(self, state: TaskState, result: TaskResult) -> None:
         RESULTS_EMITTED.labels(result.status.value).inc()

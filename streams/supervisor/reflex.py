@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from octollm.settings import PROJECT_ROOT
+from octollm.settings import PROJECT_ROOT, Settings
 
 __all__ = [
     "BINARY_NAME",
@@ -82,6 +82,25 @@ def reflex_binary(env: dict[str, str] | None = None) -> Path:
         f"the reflex binary {BINARY_NAME} is not built (looked in {looked}): run `make setup`, "
         "or point OCTO_REFLEX_BIN at it"
     )
+
+
+def reflex_run_argv(settings: Settings, *, instance: str | None = None) -> list[str]:
+    """The command line of the streaming path, `octollm-reflex run`, for these settings.
+
+    `octollm worker reflex` execs it and `octollm run` starts it directly, so the process a PID
+    file names is the binary itself.
+    """
+    argv = [
+        str(reflex_binary()),
+        "run",
+        "--bootstrap-servers",
+        settings.bootstrap_servers,
+        "--topic-prefix",
+        settings.topic_prefix,
+    ]
+    if instance:
+        argv += ["--instance", instance]
+    return argv
 
 
 class PiiSpan(BaseModel):

@@ -8,7 +8,6 @@ back-off, and stops them all, in reverse order, on the way out. Each worker is t
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,7 +16,14 @@ from pathlib import Path
 from octollm.settings import Settings
 from octollm.supervisor.process import ManagedProcess
 
-__all__ = ["Worker", "WorkerStack", "worker_commands", "workers_dir"]
+__all__ = [
+    "Worker",
+    "WorkerStack",
+    "python_worker_commands",
+    "stop_recorded_workers",
+    "worker_commands",
+    "workers_dir",
+]
 
 #: A worker that dies is restarted after this many seconds, doubling per death, at most this
 #: many times in a row before it is left down (and shown as failed).
@@ -29,10 +35,21 @@ def workers_dir(settings: Settings) -> Path:
     return Path(settings.data_dir).resolve() / "run" / "workers"
 
 
-def worker_commands(arms: list[str]) -> dict[str, list[str]]:
-    """Worker name → argv: the reflex layer first, then the orchestrator, then every arm."""
+def worker_commands(settings: Settings, arms: list[str]) -> dict[str, list[str]]:
+    """Worker name → argv: the reflex layer first, then the orchestrator, then every arm.
+
+    The reflex layer is the Rust binary itself (what `octollm worker reflex` execs), so its PID
+    file names the binary; the others are `python -m octollm worker …`.
+    """
+    from octollm.supervisor.reflex import reflex_run_argv
+
+    return {"reflex": reflex_run_argv(settings), **python_worker_commands(arms)}
+
+
+def python_worker_commands(arms: list[str]) -> dict[str, list[str]]:
+    """The orchestrator and one worker per arm: `python -m octollm worker …`."""
     base = [sys.executable, "-m", "octollm", "worker"]
-    commands = {"reflex": [*base, "reflex"], "orchestrator": [*base, "orchestrator"]}
+    commands = {"orchestrator": [*base, "orchestrator"]}
     for arm in arms:
         commands[f"arm.{arm}"] = [*base, "arm", arm]
     return commands
@@ -90,7 +107,8 @@ class WorkerStack:
                     log_file=logs / f"{name}.log",
                     env=env,
                     cwd=Path.cwd(),
-                    marker=argv[-1],
+                    # the reflex binary's last argument is the (maybe empty) topic prefix
+                    marker=settings.bootstrap_servers if name == "reflex" else argv[-1],
                 ),
             )
             for name, argv in commands.items()
@@ -142,18 +160,14 @@ class WorkerStack:
         return lines
 
 
-def stop_recorded_workers(settings: Settings) -> list[str]:
+def stop_recorded_workers(settings: Settings, arms: list[str]) -> list[str]:
     """Stop workers a previous `octollm run` left behind (found by their PID files)."""
-    run_dir = workers_dir(settings)
-    lines: list[str] = []
-    if not run_dir.is_dir():
-        return lines
-    for pid_file in sorted(run_dir.glob("*.pid")):
-        name = pid_file.stem
-        # marker "worker": every stack worker is `python -m octollm worker …`
-        proc = ManagedProcess(
-            name, run_dir, [sys.executable, "worker"], log_file=Path(os.devnull), marker="worker"
-        )
-        if proc.stop(timeout=20.0):
-            lines.append(f"{name}: stopped")
-    return lines
+    from octollm.supervisor.reflex import ReflexError
+
+    if not workers_dir(settings).is_dir():
+        return []
+    try:
+        commands = worker_commands(settings, arms)
+    except ReflexError:  # no binary: no reflex worker can be running from this checkout
+        commands = python_worker_commands(arms)
+    return WorkerStack(settings, commands).stop()

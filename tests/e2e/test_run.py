@@ -62,6 +62,7 @@ def read_all(bootstrap: str, topic: str) -> list[bytes]:
         consumer.close()
 
 
+@pytest.mark.timeout(1500)
 def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", kafka_port=free_port_pair(), llm_port=free_port_pair()

@@ -340,3 +340,26 @@ async def test_reason_step_with_a_spent_budget_fails_without_calling_the_llm():
     req = plan_request(PROSE_GOAL, []).model_copy(update={"step_id": "answer", "max_tokens": 0})
     out = await PlannerArm().handle(req, ctx)
     assert out.status is ArmStatus.FAILED and "budget" in (out.reason or "")
+
+
+def test_a_plan_borrowing_the_few_shot_topic_falls_back():
+    # Seen in an end-to-end run with SmolLM2: the summarising goal got the example's topic.
+    goal = "Summarise how OctoLLM routes a task from the reflex layer to the arms."
+    borrowed = {
+        "steps": [
+            {
+                "id": "s1",
+                "arm": "planner",
+                "instruction": "Explain briefly why the sky is blue, summarise routes.",
+                "depends_on": [],
+            }
+        ]
+    }
+    plan = choose_plan(borrowed, PlanInputs(goal=goal), ONLY_PLANNER)
+    assert plan.source == "fallback"
+    assert "borrows the prompt example's topic" in plan.note
+    # the same words are fine when the goal itself uses them
+    own = choose_plan(
+        borrowed, PlanInputs(goal="Explain briefly why the sky is blue."), ONLY_PLANNER
+    )
+    assert own.source == "llm"
