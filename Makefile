@@ -15,7 +15,7 @@ REFLEX := --manifest-path reflex-layer/Cargo.toml
 setup: ## venv, Python deps, Kafka jars, the reflex binary (cached under ~/.cache/octollm, ~/.m2)
 	@scripts/setup.sh
 
-run: setup ## start Kafka, create topics, round-trip the example tasks
+run: setup ## start the whole pipeline locally, send the example tasks, show results live (Ctrl-C stops)
 	$(OCTO) run
 
 up: setup ## start the local services
