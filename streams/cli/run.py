@@ -172,6 +172,11 @@ async def _serve(
                     )
 
         follower = asyncio.create_task(follow(), name="octollm-run-results")
+        # Ctrl-C / SIGTERM end the loop below, so the reader and the client close in order
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         deadline = time.monotonic() + timeout
         live = Live(board.render(), console=console, auto_refresh=False) if live_screen else None
         try:
@@ -187,13 +192,19 @@ async def _serve(
                 if follower.done():
                     follower.result()  # surfaces the reader's error
                     raise CliError("the results reader stopped")
+                if stop.is_set():
+                    typer.echo("stopping (signal)")
+                    break
                 if once and not board.pending:
                     break
                 if once and time.monotonic() > deadline:
                     missing = ", ".join(sorted(board.pending))
                     raise CliError(f"no result within {timeout:g}s for: {missing}")
-                await asyncio.sleep(0.5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
             if live is not None:
                 live.stop()
             follower.cancel()

@@ -8,7 +8,10 @@ the injection QUARANTINED, and no raw PII from the examples on any arm or result
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import subprocess
 from collections import Counter
 from pathlib import Path
@@ -16,7 +19,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from octollm.client import OctoClient
+from octollm.codec import Codec
 from octollm.settings import Settings
+from octollm.supervisor.process import pid_alive, wait_until
 from tests.conftest import OCTOLLM, cli_env, free_port_pair
 
 pytestmark = pytest.mark.e2e
@@ -93,8 +99,6 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
     )
     assert up.returncode == 0, up.stderr
     try:
-        from octollm.codec import Codec
-
         codec = Codec.from_settings(settings)
         results = [
             codec.decode(v).record for v in read_all(settings.bootstrap_servers, "octo.results.v1")
@@ -120,3 +124,82 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
             [OCTOLLM, "infra", "down"], env=env, capture_output=True, text=True, timeout=120
         )
         assert down.returncode == 0, down.stderr
+
+
+def _pid_of(settings: Settings, worker: str) -> int:
+    return int((Path(settings.data_dir) / "run" / "workers" / f"{worker}.pid").read_text())
+
+
+async def _deadline_and_kill(settings: Settings) -> tuple[str, str]:
+    """Submit an already-late task and a code task; SIGKILL the orchestrator mid-task."""
+    async with OctoClient(settings, client_id="e2e") as octo:
+        late = await octo.submit(
+            {
+                "tenant_id": "e2e",
+                "goal": "Explain what a Kafka consumer group is.",
+                "budget": {"deadline_ms": 1},
+            }
+        )
+        result = await octo.wait(late, timeout=300)
+        assert str(result.status) == "TIMED_OUT", result
+
+        task = await octo.submit(
+            {
+                "tenant_id": "e2e",
+                "goal": "Write a Python function add(a, b) that returns the sum.",
+                "acceptance_criteria": ["add(2, 3) == 5"],
+            }
+        )
+        await asyncio.sleep(3)  # the orchestrator has the task in flight by now
+        victim = _pid_of(settings, "orchestrator")
+        os.kill(victim, signal.SIGKILL)
+        result = await octo.wait(task, timeout=600)
+        assert str(result.status) in {"SUCCEEDED", "FAILED"}, result
+        assert _pid_of(settings, "orchestrator") != victim  # restarted by `octollm run`
+        await asyncio.sleep(5)  # room for a duplicate to show up, if there were one
+        return late, task
+
+
+@pytest.mark.timeout(1500)
+def test_run_serves_until_sigterm_times_out_and_survives_a_killed_orchestrator(
+    tmp_path: Path,
+) -> None:
+    """`octollm run` as a service: an impossible deadline ends TIMED_OUT, an orchestrator
+    SIGKILLed mid-task is restarted and the task still gets exactly one result, and SIGTERM
+    stops every process it started."""
+    settings = Settings(
+        data_dir=tmp_path / "data", kafka_port=free_port_pair(), llm_port=free_port_pair()
+    )
+    env = cli_env(settings, OCTO_LLM_PORT=str(settings.llm_port))
+    run_log = tmp_path / "run.log"
+    with run_log.open("w") as log:
+        run = subprocess.Popen(
+            [OCTOLLM, "run", "--no-examples"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    workers = Path(settings.data_dir) / "run" / "workers"
+    pids: list[int] = []
+    try:
+        wait_until(
+            lambda: (workers / "arm.safety_guardian.pid").exists() or run.poll() is not None,
+            timeout=600,
+            what="octollm run to start its workers",
+        )
+        assert run.poll() is None, run_log.read_text()
+        pids = [_pid_of(settings, w) for w in ("reflex", "arm.planner", "arm.judge")]
+        late, task = asyncio.run(_deadline_and_kill(settings))
+        pids.append(_pid_of(settings, "orchestrator"))
+
+        codec = Codec.from_settings(settings)
+        results = [
+            codec.decode(v).record for v in read_all(settings.bootstrap_servers, "octo.results.v1")
+        ]
+        per_task = Counter(str(r["task_id"]) for r in results)
+        assert per_task == {late: 1, task: 1}, per_task
+    finally:
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(timeout=180)
+        text = run_log.read_text()
+        assert code == 0, text[-3000:]
+        for pid in pids:
+            assert not pid_alive(pid), f"pid {pid} still running after SIGTERM"
+        assert "orchestrator: stopped" in text and "kafka node 0 stopped" in text, text[-3000:]
