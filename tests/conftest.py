@@ -41,6 +41,26 @@ def _fresh_settings_cache() -> Iterator[None]:
     get_settings.cache_clear()
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llm_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One real local LLM server (llama.cpp + SmolLM2) for the session, stopped by PID after."""
+    from octollm.supervisor import llm
+
+    settings = Settings(data_dir=tmp_path_factory.mktemp("llm"), llm_port=free_port())
+    url = llm.start_llm(settings)
+    try:
+        yield settings.model_copy(update={"llm_base_url": url})
+    finally:
+        llm.stop_llm(settings)
+
+
 def docker_engine_answers() -> bool:
     if os.environ.get("OCTO_TEST_DOCKER") == "0":
         return False

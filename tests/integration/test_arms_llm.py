@@ -11,9 +11,7 @@ valid and the source recorded (see the `plan_source` user property in the JUnit 
 from __future__ import annotations
 
 import json
-import socket
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -23,7 +21,6 @@ from octollm.contracts.models import ArmRequest, ArmStatus
 from octollm.orchestrator.plan import plannable_arms, validate_plan
 from octollm.runtime.arm import ArmContext, run_request
 from octollm.settings import Settings
-from octollm.supervisor import llm
 
 pytestmark = pytest.mark.integration
 
@@ -37,23 +34,6 @@ ARMS = {
 }
 CORRECT = "```python\ndef add(a, b):\n    return a + b\n```"
 WRONG = "```python\ndef add(a, b):\n    return a - b\n```"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def llm_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """One real local LLM server for this module, stopped by PID afterwards."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("llm"), llm_port=free_port())
-    url = llm.start_llm(settings)
-    try:
-        yield settings.model_copy(update={"llm_base_url": url})
-    finally:
-        llm.stop_llm(settings)
 
 
 def arm_request(arm: str, step_id: str, instruction: str, inputs: dict[str, str]) -> ArmRequest:

@@ -7,9 +7,7 @@ directory, and stopped by PID at the end; a server that cannot start fails the t
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -19,6 +17,7 @@ from octollm.llm import LLMClient, LLMUnavailable, UsageMeter
 from octollm.settings import Settings
 from octollm.supervisor import llm
 from octollm.supervisor.process import pid_alive
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -41,23 +40,6 @@ PLAN_SCHEMA = {
     },
     "required": ["steps"],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def llm_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """One real local LLM server for this module, stopped by PID afterwards."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("llm"), llm_port=free_port())
-    llm.start_llm(settings)
-    try:
-        yield settings
-    finally:
-        llm.stop_llm(settings)
 
 
 def test_server_runs_from_our_pid_file_and_start_is_idempotent(llm_settings: Settings) -> None:
