@@ -31,7 +31,7 @@ from typing import Any
 
 from octollm.settings import PROJECT_ROOT, Settings
 from octollm.supervisor import maven
-from octollm.supervisor.process import ManagedProcess, port_in_use, wait_until
+from octollm.supervisor.process import ManagedProcess, absolute_dirs, port_in_use, wait_until
 
 __all__ = [
     "HOST",
@@ -66,15 +66,6 @@ class InfraError(RuntimeError):
 
 
 # --- layout --------------------------------------------------------------------------------
-
-
-def _absolute(settings: Settings) -> Settings:
-    """Absolute dirs: the JVM runs with cwd=its node dir, and PID matching compares paths."""
-    data_dir = settings.data_dir.expanduser().resolve()
-    cache_dir = settings.cache_dir.expanduser().resolve()
-    if data_dir == settings.data_dir and cache_dir == settings.cache_dir:
-        return settings
-    return settings.model_copy(update={"data_dir": data_dir, "cache_dir": cache_dir})
 
 
 def kafka_dir(settings: Settings) -> Path:
@@ -136,7 +127,7 @@ def ensure_jars(settings: Settings) -> Path:
 
     Once cached, Maven never runs again, so a second `up` starts offline (see maven.py).
     """
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     libs = jars_dir(settings)
     if _jars_complete(libs):
         return libs
@@ -341,7 +332,7 @@ class KafkaCluster:
     def __init__(self, settings: Settings, brokers: int) -> None:
         if brokers not in ALLOWED_BROKER_COUNTS:
             raise InfraError(f"brokers must be 1 or 3, got {brokers}")
-        self.settings = _absolute(settings)
+        self.settings = absolute_dirs(settings)
         self.brokers = brokers
 
     # layout
@@ -607,7 +598,7 @@ def up(settings: Settings, brokers: int | None = None, *, timeout: float | None 
     `brokers=None` reuses the count recorded in the data dir (1 for a fresh one). Nodes that
     already run are left alone; only the missing ones start.
     """
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     began = time.monotonic()
     with _lock(settings):
         cluster = _cluster_for(settings, brokers)
@@ -687,7 +678,7 @@ def _stop_all(procs: list[tuple[int, ManagedProcess]], timeout: float) -> list[t
 
 def down(settings: Settings, *, timeout: float = 30.0) -> list[tuple[int, int]]:
     """Stop our nodes (only PIDs from our pid files); returns (node, pid) of what was stopped."""
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     with _lock(settings):
         cluster = _known_cluster(settings)
         procs = [(n, cluster.process(n)) for n in range(cluster.brokers)]
@@ -696,7 +687,7 @@ def down(settings: Settings, *, timeout: float = 30.0) -> list[tuple[int, int]]:
 
 def stop_node(settings: Settings, node: int, *, timeout: float = 30.0) -> int | None:
     """Stop one node (a broker outage for reliability tests); its PID, or None if not running."""
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     cluster = _known_cluster(settings)
     if not 0 <= node < cluster.brokers:
         raise InfraError(f"node must be between 0 and {cluster.brokers - 1}, got {node}")
@@ -710,7 +701,7 @@ def stop_node(settings: Settings, node: int, *, timeout: float = 30.0) -> int | 
 
 def start_node(settings: Settings, node: int, *, timeout: float | None = None) -> int:
     """Start one stopped node again and wait until the cluster lists every broker; its PID."""
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     cluster = _known_cluster(settings)
     if read_cluster_info(settings) is None:
         raise InfraError("no local Kafka cluster in this data dir; run `octollm infra up` first")
@@ -731,7 +722,7 @@ def start_node(settings: Settings, node: int, *, timeout: float | None = None) -
 
 def status(settings: Settings, *, probe_timeout: float = 3.0) -> ClusterStatus:
     """Per-node PID, ports, data and log paths, and whether the cluster answers metadata."""
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     info = read_cluster_info(settings)
     cluster = _known_cluster(settings)
     nodes = [cluster.node_status(n) for n in range(cluster.brokers)]
@@ -752,7 +743,7 @@ def status(settings: Settings, *, probe_timeout: float = 3.0) -> ClusterStatus:
 
 def reset(settings: Settings) -> list[Path]:
     """Stop the cluster, then delete its data and pid files (nothing outside `data_dir`)."""
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     down(settings)
     removed: list[Path] = []
     with _lock(settings):

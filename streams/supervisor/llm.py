@@ -28,7 +28,13 @@ import httpx
 
 from octollm.settings import Settings
 from octollm.supervisor.kafka import InfraError
-from octollm.supervisor.process import ManagedProcess, pid_alive, port_in_use, wait_until
+from octollm.supervisor.process import (
+    ManagedProcess,
+    absolute_dirs,
+    pid_alive,
+    port_in_use,
+    wait_until,
+)
 
 __all__ = [
     "HOST",
@@ -57,13 +63,6 @@ class LLMServerError(InfraError):
 
 
 # --- layout --------------------------------------------------------------------------------
-
-
-def _absolute(settings: Settings) -> Settings:
-    data_dir = settings.data_dir.expanduser().resolve()
-    if data_dir == settings.data_dir:
-        return settings
-    return settings.model_copy(update={"data_dir": data_dir})
 
 
 def llm_dir(settings: Settings) -> Path:
@@ -215,7 +214,7 @@ def start_llm(
     """Start the local server on 127.0.0.1:`port` (default `llm_port`), wait until
     `/v1/models` answers, return its base URL. Idempotent: this data dir's server already
     running on that port is reused; running on another port is an error."""
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     port = settings.llm_port if port is None else port
     url = server_url(port)
     proc = _process(settings)
@@ -289,7 +288,7 @@ def ensure_llm(settings: Settings, *, timeout: float = START_TIMEOUT_S) -> str |
 def stop_llm(settings: Settings, *, timeout: float = 15.0) -> int | None:
     """Stop this data dir's server by its PID (SIGTERM, SIGKILL after `timeout`); its PID, or
     None when it was not running."""
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     proc = _process(settings)
     pid = proc.running_pid()
     stopped = proc.stop(timeout=timeout)
@@ -323,7 +322,7 @@ def rss_mb(pid: int) -> float | None:
 
 def llm_status(settings: Settings, *, probe_timeout: float = 2.0) -> LLMServerStatus:
     """Whether this data dir's server runs, where, on which model, and whether it answers."""
-    settings = _absolute(settings)
+    settings = absolute_dirs(settings)
     pid = _process(settings).running_pid()
     state = _read_state(settings) if pid is not None else {}
     port = state.get("port") if isinstance(state.get("port"), int) else None

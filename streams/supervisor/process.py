@@ -17,8 +17,22 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["ManagedProcess", "pid_alive", "port_in_use", "wait_until"]
+if TYPE_CHECKING:
+    from octollm.settings import Settings
+
+__all__ = ["ManagedProcess", "absolute_dirs", "pid_alive", "port_in_use", "wait_until"]
+
+
+def absolute_dirs(settings: Settings) -> Settings:
+    """The settings with absolute data and cache dirs: services run with their own cwd, and
+    PID matching compares the paths in their command lines."""
+    data_dir = settings.data_dir.expanduser().resolve()
+    cache_dir = settings.cache_dir.expanduser().resolve()
+    if data_dir == settings.data_dir and cache_dir == settings.cache_dir:
+        return settings
+    return settings.model_copy(update={"data_dir": data_dir, "cache_dir": cache_dir})
 
 
 def pid_alive(pid: int) -> bool:
