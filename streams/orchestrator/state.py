@@ -34,6 +34,7 @@ from octollm.contracts.models import (
     Usage,
 )
 from octollm.orchestrator.plan import (
+    CAP_CODE,
     DEFAULT_MAX_STEPS,
     Plan,
     PlanError,
@@ -423,6 +424,10 @@ def _dispatch_ready(state: TaskState, fx: Effects, now: datetime, cfg: Config) -
     for step in ready_steps(state.plan, done, busy):
         call = state.steps[step.id]
         inputs = {d: state.steps[d].output for d in step.depends_on}
+        criteria = state.routed.task.acceptance_criteria
+        if criteria and CAP_CODE in cfg.capabilities.get(call.arm, frozenset()):
+            # a code step checks its own output against the task's examples before answering
+            inputs["acceptance_criteria"] = json.dumps(list(criteria))
         request = _request(state, call, now, cfg, instruction=step.instruction, inputs=inputs)
         _dispatch(state, fx, call, request, now)
 

@@ -347,3 +347,14 @@ def test_unreadable_or_unknown_safety_verdict_never_succeeds(bad: str) -> None:
     run.feed(answer(run.take("judge"), judge_says(True)))
     fx = run.feed(answer(run.take("safety"), bad))
     assert fx.result is not None and fx.result.status is TaskStatus.FAILED
+
+
+def test_code_steps_get_the_tasks_acceptance_criteria_other_steps_do_not() -> None:
+    run = Run(routed(criteria=["add(2, 3) == 5"]))
+    fx = run.plan(TWO_PARALLEL)
+    by_step = {r.step_id: r for r in fx.requests}
+    assert json.loads(by_step["b"].inputs["acceptance_criteria"]) == ["add(2, 3) == 5"]
+    assert "acceptance_criteria" not in by_step["a"].inputs  # planner: a reason step
+    plain = Run(routed())
+    fx = plain.plan(TWO_PARALLEL)
+    assert all("acceptance_criteria" not in r.inputs for r in fx.requests)
