@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from octollm.arms import ARMS
 from octollm.codec import Codec
 from octollm.contracts.models import ArmRequest, ArmResult, ArmStatus, DeadLetter
 from octollm.kafka.admin import ensure_topics
@@ -305,7 +306,7 @@ def test_unknown_arm_is_a_one_line_error(isolated: Settings) -> None:
     )
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "octollm: error: unknown arm 'no_such_arm'; registered: judge, planner, safety_guardian"
+        f"octollm: error: unknown arm 'no_such_arm'; registered: {', '.join(sorted(ARMS))}"
     ]
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from octollm.arms import ARMS
 from octollm.cli import worker
 from octollm.cli.main import main
 
@@ -32,8 +33,9 @@ def test_unknown_arm_exits_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> 
     code, err = run_cli(["worker", "arm", "nope"], capsys)
     assert code == 2
     assert err.strip().splitlines() == [
-        "octollm: error: unknown arm 'nope'; registered: judge, planner, safety_guardian"
+        f"octollm: error: unknown arm 'nope'; registered: {', '.join(sorted(ARMS))}"
     ]
+    assert {"planner", "judge", "safety_guardian"} <= set(ARMS)
 
 
 def test_reflex_worker_execs_the_binary_with_the_settings(
