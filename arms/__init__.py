@@ -27,11 +27,14 @@ ARMS: dict[str, ArmSpec] = {
     for spec in (
         ArmSpec("planner", "octollm.arms.planner:PlannerArm", frozenset({"plan", "reason"})),
         ArmSpec("judge", "octollm.arms.judge:JudgeArm", frozenset({"judge"})),
+        ArmSpec("retriever", "octollm.arms.retriever:RetrieverArm", frozenset({"retrieve"})),
+        ArmSpec("coder", "octollm.arms.coder:CoderArm", frozenset({"code"})),
         ArmSpec(
             "safety_guardian",
             "octollm.arms.safety_guardian:SafetyGuardianArm",
             frozenset({"safety"}),
         ),
+        ArmSpec("executor", "octollm.arms.executor:ExecutorArm", frozenset({"execute"})),
     )
 }
 

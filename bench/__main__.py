@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from bench import faust_hop, llm_throughput, reflex_core, reflex_e2e, sdk_throughput
+from bench import (
+    executor_overhead,
+    faust_hop,
+    llm_throughput,
+    reflex_core,
+    reflex_e2e,
+    retrieval,
+    sdk_throughput,
+)
 
 BENCHMARKS = {
     "sdk": sdk_throughput.main,
@@ -13,6 +21,8 @@ BENCHMARKS = {
     "llm": llm_throughput.main,
     "faust-hop": faust_hop.main,
     "orchestrator-machinery": faust_hop.machinery_main,
+    "retrieval": retrieval.main,
+    "executor": executor_overhead.main,
 }
 
 

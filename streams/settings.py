@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     arm_health_failures: int = Field(
         3, ge=1, description="Failures/timeouts in a row after which an arm is avoided."
     )
+    coder_max_attempts: int = Field(
+        3, ge=1, le=10, description="Coder arm: LLM tries per request while its checks fail."
+    )
 
     # --- Local services -------------------------------------------------------------------
     data_dir: Path = Field(PROJECT_ROOT / ".data", description="Local service data and logs.")
@@ -217,6 +220,32 @@ class Settings(BaseSettings):
     )
     llm_completion_usd_per_1k: float = Field(
         default=0.0, ge=0, description="Price of 1k completion tokens (0 for the local model)."
+    )
+
+    # --- Sandbox (executor arm, `octollm exec`; docs/executor.md) ---------------------------
+    sandbox_allowed_commands: list[str] = Field(
+        default_factory=lambda: [
+            *("python3", "cat", "echo", "false", "grep", "head"),
+            *("ls", "sort", "tail", "true", "wc"),
+        ],
+        description="Commands the sandbox may start: names looked up on /usr/bin:/bin, or "
+        "absolute paths. Anything else is refused with a reason.",
+    )
+    sandbox_wall_s: float = Field(default=10.0, gt=0, description="Default wall-clock limit.")
+    sandbox_max_wall_s: float = Field(
+        default=120.0, gt=0, description="A caller's timeout is clamped to this."
+    )
+    sandbox_cpu_s: int = Field(default=10, ge=1, description="CPU seconds (RLIMIT_CPU).")
+    sandbox_memory_mb: int = Field(default=512, ge=32, description="Address space (RLIMIT_AS).")
+    sandbox_file_mb: int = Field(default=16, ge=1, description="Largest file written (FSIZE).")
+    sandbox_processes: int = Field(default=32, ge=1, description="Processes (RLIMIT_NPROC).")
+    sandbox_open_files: int = Field(default=64, ge=8, description="Open files (RLIMIT_NOFILE).")
+    sandbox_output_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Kept of each of stdout and stderr."
+    )
+    sandbox_require_network_isolation: bool = Field(
+        default=True,
+        description="Refuse to run anything when a new network namespace cannot be made.",
     )
 
     @field_validator("llm_model_path", mode="before")

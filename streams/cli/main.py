@@ -50,6 +50,13 @@ def _register() -> None:
     app.command(name="tail")(tail.tail)
     app.command(name="run")(run.run)
     app.add_typer(worker.app, name="worker")
+    from octollm.cli import exec as exec_cli
+
+    app.command(name="exec")(exec_cli.exec_)
+    from octollm.cli import retrieval
+
+    app.command(name="ingest")(retrieval.ingest)
+    app.command(name="search")(retrieval.search)
 
 
 def _configure_logging() -> None:

@@ -264,6 +264,17 @@ def run(
             unprefixed = settings.model_copy(update={"topic_prefix": ""})
             ensure_topics(unprefixed, [TopicSpec(r, "reply topic of an example") for r in replies])
             typer.echo(f"reply topics: {', '.join(replies)}")
+        if "retriever" in _registered_arms():
+            # the sample corpus (examples/corpus), so a retrieval task works out of the box;
+            # unchanged files are skipped, so this is quick after the first run
+            from octollm.retrieval import ensure_sample_corpus
+
+            report = ensure_sample_corpus(settings)
+            if report is not None:
+                typer.echo(
+                    f"retrieval: sample corpus ready ({report.files} files, "
+                    f"{report.skipped} unchanged, {report.chunks} chunks)"
+                )
         stack = WorkerStack(settings, worker_commands(settings, _registered_arms()))
         for line in stack.start():
             typer.echo(line)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from octollm.arms import ARMS
 from octollm.client import OctoClient
 from octollm.codec import Codec
 from octollm.settings import Settings
@@ -114,7 +115,7 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
             "octo.arm.results",
             "octo.tasks.routed.orchestrator",
             "octo.tasks.routed.priority",
-            *(f"octo.arm.{arm}.requests" for arm in ("planner", "judge", "safety_guardian")),
+            *(f"octo.arm.{arm}.requests" for arm in ARMS),
         ]:
             for value in read_all(settings.bootstrap_servers, topic):
                 for raw in RAW_PII:
