@@ -784,6 +784,23 @@ class Attempt:
         }
 
 
+def cited_sources(references: Mapping[str, str]) -> list[str]:
+    """The sources of retrieved passages among the step's inputs (the retriever's JSON), in
+    rank order without repeats: the answer cites what the code was written from."""
+    sources: list[str] = []
+    for value in references.values():
+        try:
+            data = json.loads(value)
+        except ValueError:
+            continue
+        passages = data.get("passages") if isinstance(data, dict) else None
+        for p in passages if isinstance(passages, list) else []:
+            src = p.get("source") if isinstance(p, dict) else None
+            if isinstance(src, str) and src and src not in sources:
+                sources.append(src)
+    return sources
+
+
 def _answer_text(task: CodeTask, best: Attempt, max_attempts: int, signature: str | None) -> str:
     lang = task.language
     tests = [r for r in best.records[1:] if r.method != "none"]
@@ -803,7 +820,11 @@ def _answer_text(task: CodeTask, best: Attempt, max_attempts: int, signature: st
         if bad:
             parts.append(f"Failing: {bad[0].name}: {bad[0].detail}.")
     parts.append(f"Attempt {best.number} (of at most {max_attempts}).")
-    return " ".join(parts) + f"\n\n```{lang.fence}\n{best.draft.code.strip()}\n```"
+    text = " ".join(parts) + f"\n\n```{lang.fence}\n{best.draft.code.strip()}\n```"
+    sources = cited_sources(task.references)
+    if sources:
+        text += "\n\nSources: " + ", ".join(sources[:5])
+    return text
 
 
 class CoderArm(Arm):

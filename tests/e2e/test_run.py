@@ -13,11 +13,12 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from octollm.arms import ARMS
 from octollm.client import OctoClient
@@ -30,6 +31,18 @@ pytestmark = pytest.mark.e2e
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "tasks.jsonl"
 RAW_PII = [b"jane.doe@example.com", b"415 555 0100", b"+1 415"]
+
+
+def _high_watermark(consumer: Consumer, tp: TopicPartition) -> int:
+    """The partition's end offset, waiting out a restarted broker still loading its leaders."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def read_all(bootstrap: str, topic: str) -> list[bytes]:
@@ -49,8 +62,7 @@ def read_all(bootstrap: str, topic: str) -> list[bytes]:
         parts = [TopicPartition(topic, p) for p in meta.partitions]
         ends = {}
         for tp in parts:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
-            ends[tp.partition] = high
+            ends[tp.partition] = _high_watermark(consumer, tp)
         consumer.assign([TopicPartition(topic, p, 0) for p in ends])
         values: list[bytes] = []
         pending = {p for p, end in ends.items() if end > 0}
@@ -88,7 +100,9 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
     by_id = {r["task_id"]: r for r in answered}
     assert len(by_id) == len(examples) == len(answered), result.stdout
     status_by_goal = {r["goal"]: r["status"] for r in answered}
-    add_goal = next(g for g in status_by_goal if g.startswith("Write a Python function add"))
+    add_goal = next(
+        g for g in status_by_goal if g.startswith("Write a Python function add(a, b) that returns")
+    )
     assert status_by_goal[add_goal] == "SUCCEEDED", answered
     attack = next(g for g in status_by_goal if g.startswith("Ignore all previous"))
     assert status_by_goal[attack] == "QUARANTINED", answered
@@ -108,6 +122,12 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
         assert set(per_task) == set(by_id) and set(per_task.values()) == {1}, per_task
         for r in results:  # what the run printed is what is on the topic
             assert str(r["status"]) == by_id[str(r["task_id"])]["status"]
+        # retrieve → code → test → cite: the task that asks for the conventions doc
+        cite = next(r for r in answered if "coding conventions doc" in r["goal"])
+        assert cite["status"] == "SUCCEEDED", cite
+        cited = next(r for r in results if str(r["task_id"]) == cite["task_id"])
+        assert "def add" in cited["output"]
+        assert "examples/corpus/coding-conventions.md" in cited["output"], cited["output"]
 
         # no raw PII from the examples anywhere downstream of the reflex layer
         for topic in [

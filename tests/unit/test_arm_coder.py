@@ -504,3 +504,21 @@ async def test_a_spent_token_budget_fails_without_calling_the_llm():
     status, _, _, reason = await run(req, recorded)
     assert status is ArmStatus.FAILED and reason == "the task's token budget is spent"
     assert recorded.requests == []
+
+
+def test_retrieved_sources_are_cited_in_rank_order_without_repeats() -> None:
+    from octollm.arms.coder import cited_sources
+
+    passages = {
+        "passages": [
+            {"text": "…", "source": "examples/corpus/coding-conventions.md", "score": 0.9},
+            {"text": "…", "source": "examples/corpus/arm-runtime.md", "score": 0.5},
+            {"text": "…", "source": "examples/corpus/coding-conventions.md", "score": 0.4},
+        ]
+    }
+    refs = {"retrieve": json.dumps(passages), "other": "plain prose, not JSON"}
+    assert cited_sources(refs) == [
+        "examples/corpus/coding-conventions.md",
+        "examples/corpus/arm-runtime.md",
+    ]
+    assert cited_sources({"x": '{"passages": "nope"}', "y": "[1, 2]"}) == []
