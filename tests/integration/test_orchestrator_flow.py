@@ -12,6 +12,7 @@ import signal
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -157,7 +158,12 @@ def test_killed_orchestrator_tasks_are_finished_by_the_other_exactly_once(flow: 
                 stop(p)
     counts = per_task(results)
     missing = {str(t.task.task_id) for t in tasks} - set(counts)
-    assert not missing, f"{len(missing)} task(s) never answered"
+    if missing:  # show what the orchestrators said: a stuck task is a bug to diagnose
+        logs = "\n".join(
+            f"--- {p.log_path}:\n" + "\n".join(Path(p.log_path).read_text().splitlines()[-40:])
+            for p in (first, second)
+        )
+        raise AssertionError(f"{len(missing)} task(s) never answered: {sorted(missing)}\n{logs}")
     twice = {k: n for k, n in counts.items() if n > 1}
     assert not twice, f"answered more than once: {twice}"
     assert {r.status for r in results} == {TaskStatus.SUCCEEDED}
