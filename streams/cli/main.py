@@ -42,7 +42,8 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
-    from octollm.cli import infra, produce, run, tail, topics, worker
+    from octollm.cli import exec as exec_cli
+    from octollm.cli import infra, produce, retrieval, run, tail, topics, worker
 
     app.add_typer(infra.app, name="infra")
     app.add_typer(topics.app, name="topics")
@@ -50,11 +51,7 @@ def _register() -> None:
     app.command(name="tail")(tail.tail)
     app.command(name="run")(run.run)
     app.add_typer(worker.app, name="worker")
-    from octollm.cli import exec as exec_cli
-
     app.command(name="exec")(exec_cli.exec_)
-    from octollm.cli import retrieval
-
     app.command(name="ingest")(retrieval.ingest)
     app.command(name="search")(retrieval.search)
 
