@@ -6,9 +6,7 @@ for real in the checks runner's subprocess."""
 from __future__ import annotations
 
 import json
-import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
@@ -32,6 +30,7 @@ from octollm.arms.coder import (
 from octollm.contracts.models import ArmRequest, ArmStatus
 from octollm.llm import LLMClient
 from octollm.settings import Settings
+from tests.arm_helpers import Ctx, chat_completion
 
 pytestmark = pytest.mark.unit
 
@@ -68,37 +67,12 @@ class Recorded:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(json.loads(request.content))
         content = self.contents[min(len(self.requests), len(self.contents)) - 1]
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-recorded",
-                "object": "chat.completion",
-                "model": "SmolLM2-135M-Instruct",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 80, "completion_tokens": 20},
-            },
-        )
+        return httpx.Response(200, json=chat_completion(content, 80, 20))
 
     def user_messages(self, n: int) -> list[str]:
         messages = self.requests[n]["messages"]
         assert isinstance(messages, list)
         return [m["content"] for m in messages if m["role"] == "user"]
-
-
-@dataclass
-class Ctx:
-    settings: Settings
-    llm: LLMClient
-    worker_id: str = "coder@test"
-    log: logging.LoggerAdapter = field(  # type: ignore[type-arg]
-        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("test.coder"), {})
-    )
 
 
 def request(instruction: str, **inputs: str) -> ArmRequest:

@@ -4,64 +4,21 @@ with recorded responses (no network)."""
 from __future__ import annotations
 
 import json
-import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 
 from octollm.arms.judge import JudgeArm, Kind, classify, judge_draft, text_check
 from octollm.contracts.models import ArmRequest, ArmStatus
 from octollm.llm import LLMClient, UsageMeter
 from octollm.settings import Settings
+from tests.arm_helpers import Ctx, down_settings, recorded
 
 pytestmark = pytest.mark.unit
 
 CODE_DRAFT = "Here is the function:\n```python\ndef add(a, b):\n    return a + b\n```\n"
 WRONG_DRAFT = "```python\ndef add(a, b):\n    return a * b\n```"
-
-
-def recorded(
-    content: str, prompt_tokens: int = 60, completion_tokens: int = 12
-) -> httpx.MockTransport:
-    """A recorded response: an OpenAI chat completion as the local server returns it."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-recorded",
-                "object": "chat.completion",
-                "model": "SmolLM2-135M-Instruct",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-            },
-        )
-
-    return httpx.MockTransport(handler)
-
-
-def down_settings() -> Settings:
-    # A real connection refused: nothing listens on port 9 of 127.0.0.1.
-    return Settings(llm_base_url="http://127.0.0.1:9/v1", llm_max_retries=0, llm_timeout_s=2)
-
-
-@dataclass
-class Ctx:
-    settings: Settings
-    llm: LLMClient
-    worker_id: str = "judge@test"
-    log: logging.LoggerAdapter = field(
-        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("test.judge"), {})
-    )
 
 
 def request(draft: str, criteria: list[str], goal: str = "Write add(a, b).") -> ArmRequest:

@@ -4,12 +4,9 @@ network), and the reason step's failure when the LLM is down."""
 from __future__ import annotations
 
 import json
-import logging
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 
 from octollm.arms.planner import (
@@ -25,6 +22,7 @@ from octollm.llm import LLMClient, LLMOutputError, LLMUnavailable
 from octollm.llm.client import Completion
 from octollm.orchestrator.plan import Plan, plannable_arms
 from octollm.settings import Settings
+from tests.arm_helpers import Ctx, down_settings, recorded
 
 pytestmark = pytest.mark.unit
 
@@ -61,45 +59,6 @@ def step(id: str, arm: str, instruction: str, depends_on: list[str] | None = Non
 
 def completion(text: str) -> Completion:
     return Completion(text, 300, 40, "SmolLM2-135M-Instruct", 900.0, "stop")
-
-
-def recorded(content: str) -> httpx.MockTransport:
-    """A recorded response: an OpenAI chat completion as the local server returns it."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200,
-            json={
-                "id": "chatcmpl-recorded",
-                "object": "chat.completion",
-                "model": "SmolLM2-135M-Instruct",
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 327, "completion_tokens": 41},
-            },
-        )
-
-    return httpx.MockTransport(handler)
-
-
-def down_settings() -> Settings:
-    # A real connection refused: nothing listens on port 9 of 127.0.0.1.
-    return Settings(llm_base_url="http://127.0.0.1:9/v1", llm_max_retries=0, llm_timeout_s=2)
-
-
-@dataclass
-class Ctx:
-    settings: Settings
-    llm: LLMClient
-    worker_id: str = "planner@test"
-    log: logging.LoggerAdapter = field(
-        default_factory=lambda: logging.LoggerAdapter(logging.getLogger("test.planner"), {})
-    )
 
 
 def plan_request(goal: str, tags: list[str], arms: dict = ALL_ARMS, **extra: str) -> ArmRequest:
@@ -280,7 +239,7 @@ def test_step_budget():
 
 
 async def test_plan_step_records_the_fallback_and_usage():
-    ctx = Ctx(Settings(), LLMClient(Settings(), transport=recorded(RECORDED_CODE)))
+    ctx = Ctx(Settings(), LLMClient(Settings(), transport=recorded(RECORDED_CODE, 327, 41)))
     out = await PlannerArm().handle(plan_request(CODE_GOAL, ["code"]), ctx)
     assert out.status is ArmStatus.OK
     plan = Plan.model_validate_json(out.output)
@@ -291,7 +250,7 @@ async def test_plan_step_records_the_fallback_and_usage():
 
 async def test_plan_step_uses_a_good_recorded_plan():
     answer = json.dumps(plan_answer(step("s1", "coder", "Write add(a, b) that returns a + b.")))
-    ctx = Ctx(Settings(), LLMClient(Settings(), transport=recorded(answer)))
+    ctx = Ctx(Settings(), LLMClient(Settings(), transport=recorded(answer, 327, 41)))
     out = await PlannerArm().handle(plan_request(CODE_GOAL, ["code"]), ctx)
     plan = Plan.model_validate_json(out.output)
     assert plan.source == "llm" and out.artifacts == {"plan_source": "llm"}
@@ -317,7 +276,9 @@ async def test_plan_without_any_answering_arm_fails():
 
 
 async def test_reason_step_answers_with_the_recorded_text():
-    ctx = Ctx(Settings(), LLMClient(Settings(), transport=recorded("Rayleigh scattering.")))
+    ctx = Ctx(
+        Settings(), LLMClient(Settings(), transport=recorded("Rayleigh scattering.", 327, 41))
+    )
     req = plan_request(PROSE_GOAL, []).model_copy(update={"step_id": "answer", "inputs": {}})
     out = await PlannerArm().handle(req, ctx)
     assert out.status is ArmStatus.OK and out.output == "Rayleigh scattering."
