@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -248,11 +248,42 @@ class Settings(BaseSettings):
         description="Refuse to run anything when a new network namespace cannot be made.",
     )
 
+    # --- Audit log (docs/audit.md) ----------------------------------------------------------
+    clickhouse_url: str | None = Field(
+        default=None,
+        # CLICKHOUSE_URL as the issue and docker-compose name it; OCTO_CLICKHOUSE_URL works too.
+        validation_alias=AliasChoices("clickhouse_url", "OCTO_CLICKHOUSE_URL", "CLICKHOUSE_URL"),
+        description="ClickHouse server (http://user:pass@host:8123/db); unset: embedded chDB "
+        "in audit_data_dir.",
+    )
+    audit_data_dir: Path | None = Field(
+        default=None, description="chDB's data directory; default <data_dir>/audit/chdb."
+    )
+    audit_batch_rows: int = Field(
+        default=5000, ge=1, le=1_000_000, description="Sink: rows per ClickHouse insert at most."
+    )
+    audit_batch_s: float = Field(
+        default=1.0, gt=0, description="Sink: longest a row waits before its batch is inserted."
+    )
+    audit_ttl_days: int = Field(default=365, ge=1, description="How long audit rows are kept.")
+    audit_port: int = Field(
+        default=9470,
+        ge=1024,
+        le=65000,
+        description="The sink's query endpoint and /metrics on 127.0.0.1 (the embedded store "
+        "has one owner: the CLI asks the sink).",
+    )
+
     @field_validator("llm_model_path", mode="before")
     @classmethod
     def _empty_model_path(cls, value: object) -> object:
         # OCTO_LLM_MODEL_PATH= (empty) means "the default model", not the current directory.
         return None if value == "" else value
+
+    @property
+    def audit_store_dir(self) -> Path:
+        """Where the embedded audit store (chDB) keeps its data."""
+        return self.audit_data_dir or self.data_dir / "audit" / "chdb"
 
     @model_validator(mode="after")
     def _fill_llm_base_url(self) -> Settings:
