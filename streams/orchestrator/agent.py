@@ -32,6 +32,7 @@ from octollm.codec.errors import SchemaMismatch
 from octollm.contracts.models import ArmResult, AvroModel, RoutedTask, TaskResult
 from octollm.kafka.admin import partitions_of
 from octollm.kafka.exceptions import KafkaClientError
+from octollm.kafka.headers import REPLAY_GENERATION, generation_of
 from octollm.orchestrator.state import (
     Config,
     Effects,
@@ -98,7 +99,8 @@ class Orchestrator:
         self.clock = clock
         self.codec = Codec.from_settings(settings)
         self.app = create_app(settings, ORCHESTRATOR_GROUP)
-        use_keyed_transactions(self.app, settings, routed("orchestrator"))
+        self.gate = use_keyed_transactions(self.app, settings, routed("orchestrator"))
+        self.exactly_once = settings.processing_guarantee == "exactly_once"
         app = self.app
         self.priority_in = topic(app, settings, routed("priority"))
         self.normal_in = topic(app, settings, routed("orchestrator"))
@@ -196,7 +198,8 @@ class Orchestrator:
         assert isinstance(routed_task, RoutedTask)
         key = str(routed_task.task.task_id).encode()
         state = self._load(key)
-        new, fx = on_task(state, routed_task, self.clock(), self.cfg)
+        generation = generation_of(event.headers)
+        new, fx = on_task(state, routed_task, self.clock(), self.cfg, generation)
         if state is None:
             log.info(
                 "task received [task_id=%s tenant_id=%s route=%s component=orchestrator]",
@@ -274,13 +277,23 @@ class Orchestrator:
     ) -> None:
         if new is old and not fx:
             return
-        # The table first: its changelog record is queued before any output, so no transaction
-        # can commit an output of this event without the state that produced it.
-        self.tasks[key] = new.model_dump_json().encode()
+        # The reply-topic check may wait on the broker: done before the gate, not inside it.
+        records = await self._records(new, fx)
+        # State and outputs go out together: a commit waits until all of them are acknowledged,
+        # so no transaction holds one without the other (see `runtime.app.CommitGate`).
+        async with self.gate.applying():
+            self.tasks[key] = new.model_dump_json().encode()
+            await self._send_all(key, records, new.generation)
         if new.emitted:
             self._active.get(partition, set()).discard(key)
         else:
             self._active.setdefault(partition, set()).add(key)
+        if fx.result is not None:
+            self._log_result(new, fx.result)
+
+    async def _records(self, new: TaskState, fx: Effects) -> list[tuple[str, bytes]]:
+        """The event's outputs, encoded: arm requests, audit events, the result (and the
+        task's reply topic)."""
         s, codec = self.settings, self.codec
         records: list[tuple[str, bytes]] = []
         for req in fx.requests:
@@ -295,8 +308,7 @@ class Orchestrator:
             reply = new.routed.task.reply_topic
             if reply and await self._reply_topic_exists(reply, new):
                 records.append((reply, codec.encode(fx.result, topic=reply)))
-            self._log_result(new, fx.result)
-        await self._send_all(key, records)
+        return records
 
     async def _reply_topic_exists(self, name: str, state: TaskState) -> bool:
         """A task's reply_topic is the caller's: we never create it. If it is missing the result
@@ -339,9 +351,19 @@ class Orchestrator:
     async def _send(self, name: str, key: bytes | None, value: bytes) -> None:
         await self._out(name).send_soon(key=key, value=value)
 
-    async def _send_all(self, key: bytes, records: list[tuple[str, bytes]]) -> None:
-        """Queue the records behind the table update, in order, then wait until all are
-        acknowledged: only then may the event's offset be committed."""
-        pending = [self._out(name).send_soon(key=key, value=value) for name, value in records]
-        if pending:
+    async def _send_all(
+        self, key: bytes, records: list[tuple[str, bytes]], generation: int = 0
+    ) -> None:
+        """Queue the records behind the table update, in order. Under exactly-once the next
+        commit waits for their acknowledgements (`CommitGate.track`); otherwise the event waits,
+        since its offset may be committed as soon as it is done. A replayed task's records carry
+        its generation, so the audit sink and the caller can tell the runs apart."""
+        headers = {REPLAY_GENERATION: str(generation).encode()} if generation else None
+        pending = [
+            self._out(name).send_soon(key=key, value=value, headers=headers)
+            for name, value in records
+        ]
+        if self.exactly_once:
+            self.gate.track(pending)
+        elif pending:
             await asyncio.gather(*pending)

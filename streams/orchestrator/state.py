@@ -125,6 +125,8 @@ class TaskState(BaseModel):
     arm_failures: dict[str, int] = Field(default_factory=dict)  # in a row, per arm
     received_at: datetime
     deadline_at: datetime | None = None
+    #: Replay generation of the routed task this state is for (`octo-replay-generation`).
+    generation: int = 0
     emitted: bool = False
     status: TaskStatus | None = None
     done_at: datetime | None = None
@@ -156,6 +158,11 @@ def derived_id(task_id: str, *parts: object) -> uuid.UUID:
     return uuid.uuid5(ID_NAMESPACE, "/".join([task_id, *map(str, parts)]))
 
 
+def _replayed(state: TaskState) -> tuple[int, ...]:
+    """The generation as an extra id part, for replays only: original ids stay as they were."""
+    return (state.generation,) if state.generation else ()
+
+
 def _audit(
     state: TaskState,
     fx: Effects,
@@ -167,7 +174,7 @@ def _audit(
     duration_ms: int | None = None,
     **details: str,
 ) -> None:
-    event_id = derived_id(state.task_id, "audit", stage, state.round, key, 0)
+    event_id = derived_id(state.task_id, "audit", stage, state.round, key, 0, *_replayed(state))
     fx.audits.append(
         AuditEvent(
             event_id=str(event_id),
@@ -178,7 +185,7 @@ def _audit(
             ts=now,
             status=status,
             duration_ms=duration_ms,
-            generation=0,
+            generation=state.generation,
             details={k: v for k, v in details.items() if v},
         )
     )
@@ -188,16 +195,26 @@ def _audit(
 
 
 def on_task(
-    existing: TaskState | None, routed: RoutedTask, now: datetime, cfg: Config
+    existing: TaskState | None,
+    routed: RoutedTask,
+    now: datetime,
+    cfg: Config,
+    generation: int = 0,
 ) -> tuple[TaskState, Effects]:
-    """A routed task arrived: ask the planner for a plan (a replayed task changes nothing)."""
-    if existing is not None:
+    """A routed task arrived: ask the planner for a plan.
+
+    A redelivered task (same or older generation) changes nothing; a replay (a higher
+    `octo-replay-generation`) starts the task over, as a new generation with its own ids.
+    """
+    if existing is not None and generation <= existing.generation:
         return existing, Effects()
     task = routed.task
     deadline = None
     if task.budget.deadline_ms is not None:
         deadline = task.created_at + timedelta(milliseconds=task.budget.deadline_ms)
-    state = TaskState(routed=routed, received_at=now, deadline_at=deadline)
+        if generation > 0:  # a replay is judged against a fresh deadline, not the original one
+            deadline = now + timedelta(milliseconds=task.budget.deadline_ms)
+    state = TaskState(routed=routed, received_at=now, deadline_at=deadline, generation=generation)
     fx = Effects()
     _audit(state, fx, "received", now, status="OK", route=routed.route, tags=",".join(routed.tags))
     if deadline is not None and now >= deadline:
@@ -343,7 +360,9 @@ def _request(
     call.status = "running"
     call.retry_at = None
     call.request_id = str(
-        derived_id(state.task_id, "request", state.round, call.step_id, call.attempt)
+        derived_id(
+            state.task_id, "request", state.round, call.step_id, call.attempt, *_replayed(state)
+        )
     )
     call.first_dispatched_at = call.first_dispatched_at or now
     call.timeout_at = _deadline_for(state, now, cfg)

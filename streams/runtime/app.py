@@ -7,9 +7,12 @@ record becomes a dead letter instead of an exception inside Faust that kills the
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar
 
 import faust
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
@@ -63,6 +66,60 @@ def key_partition(key: bytes, partitions: int) -> int:
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+class CommitGate:
+    """Keeps a transaction commit from landing halfway through one event's records.
+
+    An event's table update (its changelog record) and its outputs leave through Faust's
+    producer buffer one after the other. A commit in between would put the new state in the
+    committed transaction and the outputs in the next one; a crash then aborts the outputs while
+    the state says they were sent, and the task waits for answers to requests nobody received.
+    Many events may apply their records at once; a commit waits until none is halfway and every
+    tracked record is acknowledged, and holds new events back until it is done. An event does
+    not wait for its own records' acknowledgements (one round trip per event): the commit does,
+    once for all of them.
+    """
+
+    def __init__(self) -> None:
+        self._applying = 0
+        self._committing = False
+        self._changed = asyncio.Condition()
+        self._sent: list[asyncio.Future[Any]] = []
+
+    def track(self, sent: Iterable[asyncio.Future[Any]]) -> None:
+        """Records queued inside `applying()`: the next commit waits until they are delivered."""
+        self._sent.extend(sent)
+
+    @asynccontextmanager
+    async def applying(self) -> AsyncIterator[None]:
+        """Around one event's table update and sends (until they are acknowledged)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._committing)
+            self._applying += 1
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self._applying -= 1
+                self._changed.notify_all()
+
+    @asynccontextmanager
+    async def committing(self) -> AsyncIterator[None]:
+        """Around a transaction commit."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._committing)
+            self._committing = True
+            await self._changed.wait_for(lambda: self._applying == 0)
+            sent, self._sent = self._sent, []
+        try:
+            if sent:  # a failed delivery fails the commit: Faust then crashes the worker
+                await asyncio.gather(*sent)
+            yield
+        finally:
+            async with self._changed:
+                self._committing = False
+                self._changed.notify_all()
+
+
 class KeyedTransactionManager(TransactionManager):
     """Faust's transaction manager, with our outputs inside the transactions.
 
@@ -78,6 +135,14 @@ class KeyedTransactionManager(TransactionManager):
     #: `use_keyed_transactions`.
     home_topic: str = ""
     home_partitions: int = 1
+    #: Shared with the agents that write state and outputs together; see `CommitGate`.
+    gate: ClassVar[CommitGate | None] = None
+
+    async def commit(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        if self.gate is None:
+            return await super().commit(offsets, start_new_transaction=start_new_transaction)
+        async with self.gate.committing():
+            return await super().commit(offsets, start_new_transaction=start_new_transaction)
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
         """Start a fresh transactional producer for every newly assigned partition.
@@ -185,17 +250,26 @@ def create_app(
     return app
 
 
-def use_keyed_transactions(app: faust.App, settings: Settings, home_topic: str) -> None:
+def use_keyed_transactions(app: faust.App, settings: Settings, home_topic: str) -> CommitGate:
     """Put records for topics the app does not consume into the transaction of the input
     partition their key belongs to (see `KeyedTransactionManager`). Call before the app starts.
+
+    Returns the app's `CommitGate`: hold `gate.applying()` around each event's table update and
+    sends, so a commit never splits them.
     """
+    gate = CommitGate()
     manager = type(
         "OctoTransactionManager",
         (KeyedTransactionManager,),
-        {"home_topic": full_name(settings, home_topic), "home_partitions": settings.partitions},
+        {
+            "home_topic": full_name(settings, home_topic),
+            "home_partitions": settings.partitions,
+            "gate": gate,
+        },
     )
     # The transport makes its transaction manager from this attribute when the consumer starts.
     app.transport.TransactionManager = manager  # type: ignore[misc]
+    return gate
 
 
 def topic(app: faust.App, settings: Settings, name: str, **kwargs: Any) -> TopicT:

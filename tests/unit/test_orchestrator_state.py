@@ -332,6 +332,22 @@ def test_replaying_every_event_gives_exactly_one_result() -> None:
     assert not on_tick(final, run.now + timedelta(days=1), CFG)[1]
 
 
+def test_a_replay_starts_the_task_over_as_a_new_generation() -> None:
+    """A higher `octo-replay-generation` is a new run with its own ids; a redelivery of the
+    same or an older generation changes nothing."""
+    task = routed()
+    first, fx0 = on_task(None, task, T0, CFG)
+    again, fx = on_task(first, task, T0 + timedelta(seconds=1), CFG, generation=0)
+    assert again is first and not fx
+    replay, fx1 = on_task(first, task, T0 + timedelta(seconds=2), CFG, generation=1)
+    assert replay.generation == 1 and replay.round == 1
+    assert {a.generation for a in fx1.audits} == {1}
+    assert {a.event_id for a in fx1.audits}.isdisjoint(a.event_id for a in fx0.audits)
+    assert {r.request_id for r in fx1.requests}.isdisjoint(r.request_id for r in fx0.requests)
+    stale, fx = on_task(replay, task, T0 + timedelta(seconds=3), CFG, generation=0)
+    assert stale is replay and not fx
+
+
 def test_state_round_trips_through_json() -> None:
     run = Run(routed(budget=Budget(deadline_ms=60_000, max_tokens=10)))
     run.plan(TWO_PARALLEL)
