@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import re
-import secrets
 import shutil
 import tempfile
 import textwrap
@@ -30,11 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from octollm.arms import checks as checks_runner
+from octollm.arms.checks import python_check
 from octollm.contracts.models import ArmRequest, ArmStatus, Usage
 from octollm.llm import LLMClient, LLMError, UsageMeter
 from octollm.orchestrator.plan import CAP_CODE
 from octollm.runtime.arm import Arm, ArmContext, ArmOutput, request_timeout
+from octollm.sandbox import PyCheck, Sandbox, SandboxPolicy, SandboxRefused, run_checks
 from octollm.settings import Settings
 
 __all__ = [
@@ -156,16 +156,16 @@ class CodeTask:
             feedback=inputs.get("feedback", "").strip(),
         )
 
-    def runnable_tests(self) -> list[dict[str, str]]:
+    def runnable_tests(self) -> list[PyCheck]:
         """The step's tests and the criteria that are Python checks, in the runner's form.
 
         A criterion that is not runnable ("is well documented") is the judge's to decide."""
-        specs: list[dict[str, str]] = []
+        specs: list[PyCheck] = []
         seen: set[str] = set()
         for text in (*self.tests, *self.criteria):
-            spec = checks_runner.python_check(text)
-            if spec is not None and spec["source"] not in seen:
-                seen.add(spec["source"])
+            spec = python_check(text)
+            if spec is not None and spec.source not in seen:
+                seen.add(spec.source)
                 specs.append(spec)
         return specs
 
@@ -212,10 +212,10 @@ def signature_hint(instruction: str, tests: Sequence[str] = ()) -> tuple[str, st
             continue  # `f(2, 3)` in prose is an example call, not a signature
         return name, f"def {name}({params}):"
     for test in tests:
-        spec = checks_runner.python_check(test)
+        spec = python_check(test)
         if spec is None:
             continue
-        source = spec.get("left") or spec["source"].removeprefix("assert ").strip()
+        source = spec.left or spec.source.removeprefix("assert ").strip()
         try:
             tree = ast.parse(source, mode="eval")
         except SyntaxError:
@@ -259,7 +259,7 @@ def build_messages(task: CodeTask, signature: str | None) -> list[dict[str, str]
         parts.append(f"Task: {task.instruction.strip()}")
     if signature and lang.name == "python":
         parts.append(f"Start with: {signature}")
-    examples = [s["source"] for s in task.runnable_tests()] if lang.name == "python" else []
+    examples = [s.source for s in task.runnable_tests()] if lang.name == "python" else []
     if examples:
         parts.append("It must pass: " + "; ".join(examples[:5]))
     if task.feedback:
@@ -597,125 +597,34 @@ async def syntax_check(code: str, language: Language, task_id: str = "") -> Chec
     return CheckRecord("syntax", method, False, message.strip()[:FEEDBACK_CHARS] or "failed")
 
 
-# The test harness run in the sandbox: it loads the code as module `solution` (so a
-# `__main__` demo does not run), runs each check and reports one marked JSON line per event on
-# the real stdout; the code's own prints go to a capped buffer so a flood cannot push the
-# reports past the sandbox's output cap. The marker is per run: a line the code prints is not
-# a report. (Code that reads the harness could forge one; that fools only the coder itself:
-# the judge re-runs the task's checks on its own.)
-_HARNESS = r"""
-import io, json, sys
-spec = json.loads(SPEC)
-out = sys.stdout
-def emit(**event):
-    out.write(spec["mark"] + json.dumps(event) + "\n")
-    out.flush()
-class Capped(io.StringIO):
-    def write(self, s):
-        room = 4096 - self.tell()
-        return super().write(s[:room]) if room > 0 else len(s)
-sys.stdout = sys.stderr = Capped()
-def describe(exc):
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
-ns = {"__name__": "solution", "__builtins__": __builtins__}
-try:
-    exec(compile(spec["code"], "solution.py", "exec"), ns)
-except BaseException as exc:
-    emit(event="load_error", error=describe(exc))
-    raise SystemExit(0)
-for i, check in enumerate(spec["checks"]):
-    try:
-        if check["mode"] == "eq":
-            left = eval(compile(check["left"], f"<check {i}>", "eval"), ns)
-            right = eval(compile(check["right"], f"<check {i}>", "eval"), ns)
-            ok = bool(left == right)
-            detail = f"{check['left']} returned {left!r:.200}, expected {right!r:.200}"
-        elif check["mode"] == "eval":
-            value = eval(compile(check["source"], f"<check {i}>", "eval"), ns)
-            ok, detail = bool(value), f"evaluated to {value!r:.200}"
-        else:
-            exec(compile(check["source"], f"<check {i}>", "exec"), ns)
-            ok, detail = True, "assertion held"
-    except AssertionError as exc:
-        ok, detail = False, f"assertion failed{': ' + str(exc)[:200] if str(exc) else ''}"
-    except BaseException as exc:
-        ok, detail = False, f"raised {describe(exc)}"
-    emit(event="check", index=i, passed=ok, detail=detail)
-emit(event="done")
-"""
+#: Wall clock for one attempt's tests (all of them, in one sandboxed run).
 TEST_TIMEOUT_S = 10.0
 
 
 async def run_python_tests(
-    code: str, tests: list[dict[str, str]], settings: Settings, task_id: str
+    code: str, tests: list[PyCheck], settings: Settings, task_id: str
 ) -> list[CheckRecord]:
-    """Run `code` and its tests. The one place that picks the runner: the sandbox
-    (`octollm.sandbox`); `_tests_in_checks_runner` (the judge's runner) is the fallback."""
-    return await _tests_in_sandbox(code, tests, settings, task_id)
-
-
-async def _tests_in_sandbox(
-    code: str, tests: list[dict[str, str]], settings: Settings, task_id: str
-) -> list[CheckRecord]:
-    from octollm.sandbox import Sandbox, SandboxPolicy, SandboxRefused
-
-    mark = f"@@octo-coder-{secrets.token_hex(8)}@@"
-    spec = {"code": code, "checks": tests, "mark": mark}
-    script = f"SPEC = {json.dumps(json.dumps(spec))}\n{_HARNESS}"
+    """Run `code` and its tests in the sandbox (`octollm.sandbox.run_checks`, the judge's
+    harness too), one record per test. When the sandbox refuses to run on this machine, as
+    the executor arm would, one record says the tests were not run (`passed` None)."""
+    sandbox = Sandbox(SandboxPolicy.from_settings(settings))
     try:
-        result = await Sandbox(SandboxPolicy.from_settings(settings)).run_python(
-            script, timeout_s=TEST_TIMEOUT_S, task_id=task_id
+        report = await run_checks(
+            code, tests, sandbox=sandbox, timeout_s=TEST_TIMEOUT_S, task_id=task_id
         )
     except SandboxRefused as e:
         log.warning(
-            "sandbox refused the tests, using the checks runner task_id=%s: %s",
+            "sandbox refused the tests task_id=%s: %s",
             task_id,
             e,
             extra={"task_id": task_id, "component": "arm.coder"},
         )
-        return await _tests_in_checks_runner(code, tests, settings, task_id)
-    events: list[dict[str, Any]] = []
-    for line in result.stdout.splitlines():
-        if line.startswith(mark):
-            with contextlib.suppress(ValueError):
-                events.append(json.loads(line[len(mark) :]))
-    outcomes: dict[int, CheckRecord] = {}
-    error = ""
-    done = False
-    for ev in events:
-        if ev.get("event") == "load_error":
-            error = f"the code failed to run: {ev.get('error', '?')}"
-        elif ev.get("event") == "check" and isinstance(ev.get("index"), int):
-            n = ev["index"]
-            if 0 <= n < len(tests):
-                outcomes[n] = CheckRecord(
-                    tests[n]["source"], "sandbox", bool(ev.get("passed")), str(ev.get("detail"))
-                )
-        elif ev.get("event") == "done":
-            done = True
-    if not error and not done:
-        if result.limit is not None:
-            error = f"stopped by the sandbox's {result.limit} limit"
-        else:
-            tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            error = f"the test run ended early (exit {result.exit_code}): {tail[:300]}"
-    return [
-        outcomes.get(n) or CheckRecord(t["source"], "sandbox", False, f"not run: {error}")
-        for n, t in enumerate(tests)
-    ]
-
-
-async def _tests_in_checks_runner(
-    code: str, tests: list[dict[str, str]], settings: Settings, task_id: str
-) -> list[CheckRecord]:
-    del settings  # the checks runner has its own fixed limits
-    report = await checks_runner.run_python_checks(code, tests, task_id=task_id)
-    return [CheckRecord(o.source, "checks-runner", o.passed, o.detail) for o in report.outcomes]
+        return [CheckRecord("tests", "none", None, f"{len(tests)} test(s) not run: {e.reason}")]
+    return [CheckRecord(o.source, "sandbox", o.passed, o.detail) for o in report.outcomes]
 
 
 async def check_code(
-    draft: Draft, tests: list[dict[str, str]], settings: Settings, task_id: str
+    draft: Draft, tests: list[PyCheck], settings: Settings, task_id: str
 ) -> list[CheckRecord]:
     """Syntax, then (Python only, if it parsed) every test in the sandbox."""
     syntax = await syntax_check(draft.code, draft.language, task_id)
@@ -731,7 +640,7 @@ async def check_code(
         return records
     if not syntax.passed:
         records.extend(
-            CheckRecord(t["source"], "sandbox", False, "not run: the code does not compile")
+            CheckRecord(t.source, "sandbox", False, "not run: the code does not compile")
             for t in tests
         )
         return records
@@ -819,6 +728,8 @@ def _answer_text(task: CodeTask, best: Attempt, max_attempts: int, signature: st
         bad = [r for r in tests if not r.passed]
         if bad:
             parts.append(f"Failing: {bad[0].name}: {bad[0].detail}.")
+    # Tests that could not run here (another language, no sandbox) are said, not hidden.
+    parts.extend(f"{r.detail}." for r in best.records[1:] if r.method == "none")
     parts.append(f"Attempt {best.number} (of at most {max_attempts}).")
     text = " ".join(parts) + f"\n\n```{lang.fence}\n{best.draft.code.strip()}\n```"
     sources = cited_sources(task.references)
@@ -843,7 +754,7 @@ class CoderArm(Arm):
             max_tokens = min(max_tokens, int(request.max_tokens))
         task = CodeTask.from_request(request)
         tests = task.runnable_tests() if task.language.name == "python" else []
-        sig = signature_hint(task.instruction, [t["source"] for t in tests] or task.tests)
+        sig = signature_hint(task.instruction, [t.source for t in tests] or task.tests)
         if task.language.name != "python":
             sig = None
         messages = build_messages(task, sig[1] if sig else None)
@@ -897,7 +808,7 @@ class CoderArm(Arm):
         prompt: list[dict[str, str]],
         task: CodeTask,
         sig: tuple[str, str] | None,
-        tests: list[dict[str, str]],
+        tests: list[PyCheck],
         ctx: ArmContext,
         meter: UsageMeter,
         max_tokens: int,

@@ -2,8 +2,8 @@
 
 Each criterion is classified once (`classify`) and checked the cheapest reliable way:
 - Python criteria (`add(2, 3) == 5`, `assert f(1) == 2`, `f(1) returns 2`) run against the code in
-  the draft in the contained runner of `arms/checks.py` (method "deterministic"; the executor arm
-  takes this over later, method "executor");
+  the draft in the executor's sandbox (`octollm.sandbox.run_checks`, method "deterministic"); when
+  the sandbox refuses to run (no network isolation on this machine) they are "unverified";
 - text criteria (contains / mentions X, at most N words / lines, valid JSON, no TODO, valid
   Python, defines a function X) with small regexes and parsers (method "deterministic");
 - everything else asks the LLM for {"passed", "reason"} (method "llm").
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from octollm.arms import checks
 from octollm.contracts.models import ArmRequest, ArmStatus, Usage
 from octollm.llm import LLMClient, LLMError, LLMOutputError, UsageMeter
 from octollm.runtime.arm import Arm, ArmContext, ArmOutput
+from octollm.sandbox import PyCheck, Sandbox, SandboxPolicy, SandboxRefused, run_checks
 
 __all__ = [
     "JUDGE_STEP",
@@ -40,6 +42,8 @@ __all__ = [
     "classify",
     "judge_draft",
 ]
+
+log = logging.getLogger("octollm.arms.judge")
 
 JUDGE_STEP = "judge"
 LLM_MAX_TOKENS = 96
@@ -74,7 +78,7 @@ class Criterion:
 class Check:
     criterion: str
     passed: bool
-    method: str  # deterministic | llm | executor
+    method: str  # deterministic | llm
     detail: str
     unverified: bool = False
 
@@ -231,7 +235,7 @@ def classify(criterion: str) -> Criterion:
                 },
             )
     if (runnable := checks.python_check(text)) is not None:
-        return Criterion(criterion, Kind.PYTHON, runnable)
+        return Criterion(criterion, Kind.PYTHON, {"check": runnable})
     return Criterion(criterion, Kind.LLM, {})
 
 
@@ -372,9 +376,10 @@ async def judge_draft(
     meter: UsageMeter,
     task_id: str = "",
     steps: Mapping[str, str] | None = None,
-    limits: checks.Limits | None = None,
+    sandbox: Sandbox | None = None,
 ) -> Verdict:
-    """Check `draft` against every criterion: deterministic first, the LLM for the rest."""
+    """Check `draft` against every criterion: deterministic first, the LLM for the rest.
+    Python criteria run in `sandbox` (default: the default `SandboxPolicy`)."""
     if not criteria:
         ok = bool(draft.strip())
         check = Check(
@@ -396,11 +401,7 @@ async def judge_draft(
             for i, c in python:
                 results[i] = Check(c.text, False, "deterministic", "no Python code in the draft")
         else:
-            report = await checks.run_python_checks(
-                code, [dict(c.params) for _, c in python], limits=limits, task_id=task_id
-            )
-            for (i, c), outcome in zip(python, report.outcomes, strict=True):
-                results[i] = Check(c.text, outcome.passed, "deterministic", outcome.detail)
+            results.update(await _run_python(code, python, sandbox, task_id))
     for i, c in enumerate(classified):
         if c.kind not in (Kind.PYTHON, Kind.LLM):
             results[i] = text_check(c, draft)
@@ -418,6 +419,29 @@ async def judge_draft(
         reasons=[f"{c.criterion}: {c.detail}" for c in ordered if not c.passed],
         checks=ordered,
     )
+
+
+async def _run_python(
+    code: str, python: list[tuple[int, Criterion]], sandbox: Sandbox | None, task_id: str
+) -> dict[int, Check]:
+    """The Python criteria, all in one sandboxed run; unverified (fail closed) when the sandbox
+    refuses to run here, as the executor arm refuses."""
+    runnable: list[PyCheck] = [c.params["check"] for _, c in python]
+    try:
+        report = await run_checks(code, runnable, sandbox=sandbox, task_id=task_id)
+    except SandboxRefused as e:
+        log.warning(
+            "sandbox refused the code criteria task_id=%s: %s",
+            task_id,
+            e,
+            extra={"task_id": task_id, "component": "arm.judge"},
+        )
+        why = f"unverified: the sandbox refused to run the code: {e.reason}"
+        return {i: Check(c.text, False, "deterministic", why, True) for i, c in python}
+    return {
+        i: Check(c.text, outcome.passed, "deterministic", outcome.detail)
+        for (i, c), outcome in zip(python, report.outcomes, strict=True)
+    }
 
 
 def _criteria(raw: str | None) -> list[str]:
@@ -462,6 +486,7 @@ class JudgeArm(Arm):
             meter=meter,
             task_id=task_id,
             steps=_steps(request.inputs.get("steps")),
+            sandbox=Sandbox(SandboxPolicy.from_settings(ctx.settings)),
         )
         ctx.log.info(
             "judged task_id=%s passed=%s score=%.2f checks=%s",

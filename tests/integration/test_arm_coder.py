@@ -1,6 +1,6 @@
 """The coder arm against the REAL local LLM server (llama.cpp serving SmolLM2-135M-Instruct):
 directly through the runtime's `run_request`, and as a real `octollm worker arm coder` on the
-real broker. The checks run for real in the checks runner's subprocess.
+real broker. The checks run for real in the sandbox (`octollm.sandbox.run_checks`).
 
 The retry test starts from a recorded wrong first answer (so the loop is exercised whatever the
 model does first) and lets the real model answer the retry with the error in its prompt.

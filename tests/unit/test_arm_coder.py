@@ -1,7 +1,7 @@
 """The coder arm: language and signature detection, the prompt, the deterministic repair of
 small-model answers, the syntax checkers on this machine, and the whole arm, including the
 retry-on-failed-test loop, on recorded LLM responses (no network). The checks themselves run
-for real in the checks runner's subprocess."""
+for real in the sandbox (`octollm.sandbox.run_checks`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from octollm.arms.coder import (
     CoderArm,
     CodeTask,
     Language,
-    _tests_in_checks_runner,
     build_messages,
     detect_language,
     python_syntax,
@@ -29,6 +28,7 @@ from octollm.arms.coder import (
 )
 from octollm.contracts.models import ArmRequest, ArmStatus
 from octollm.llm import LLMClient
+from octollm.sandbox import PyCheck
 from octollm.settings import Settings
 from tests.arm_helpers import Ctx, chat_completion
 
@@ -148,7 +148,7 @@ def test_runnable_tests_merge_step_tests_and_criteria():
         tests=json.dumps(["add(2, 3) == 5"]),
         acceptance_criteria=json.dumps(["add(2, 3) == 5", "add(1, 1) returns 2", "is tidy"]),
     )
-    sources = [t["source"] for t in CodeTask.from_request(req).runnable_tests()]
+    sources = [t.source for t in CodeTask.from_request(req).runnable_tests()]
     assert sources == ["add(2, 3) == 5", "add(1, 1) == 2"]  # deduplicated, prose left out
 
 
@@ -316,9 +316,9 @@ async def test_a_language_without_a_checker_says_so():
 # --- tests in the sandbox --------------------------------------------------------------------
 
 SPECS = [
-    {"mode": "eq", "source": "add(2, 3) == 5", "left": "add(2, 3)", "right": "5"},
-    {"mode": "exec", "source": "assert add(1, 1) == 2"},
-    {"mode": "eval", "source": "add(0, 0) == 0"},
+    PyCheck("add(2, 3) == 5", "eq", "add(2, 3)", "5"),
+    PyCheck("assert add(1, 1) == 2", "exec"),
+    PyCheck("add(0, 0) == 0", "eval"),
 ]
 
 
@@ -346,14 +346,23 @@ async def test_sandbox_reports_a_load_error_and_ignores_printed_reports():
     assert flooded[0].passed is False and "returned 6" in flooded[0].detail
 
 
-async def test_the_checks_runner_fallback_gives_the_same_answers():
-    bad = await _tests_in_checks_runner("def add(a, b):\n    return a - b", SPECS, Settings(), "t")
-    assert [(r.passed, r.method) for r in bad] == [
-        (False, "checks-runner"),
-        (False, "checks-runner"),
-        (True, "checks-runner"),
-    ]
-    assert bad[0].detail == "add(2, 3) returned -1, expected 5"
+async def test_tests_the_sandbox_refuses_are_reported_not_run():
+    # As the executor arm: the policy of the settings decides; here python3 is not allowed.
+    settings = Settings(sandbox_allowed_commands=["echo"])
+    records = await run_python_tests("def add(a, b):\n    return a + b", SPECS, settings, "t")
+    assert len(records) == 1
+    record = records[0]
+    assert (record.name, record.method, record.passed) == ("tests", "none", None)
+    assert record.detail.startswith("3 test(s) not run: command 'python3' is not allow-listed")
+
+
+async def test_an_answer_whose_tests_could_not_run_says_so():
+    recorded = Recorded(RECORDED_ADD)
+    req = request("Write add(a, b).", tests=json.dumps(["add(2, 3) == 5"]))
+    status, output, artifacts, _ = await run(req, recorded, Settings(sandbox_allowed_commands=[]))
+    assert status is ArmStatus.OK and artifacts["attempts"] == "1"  # no retry: nothing failed
+    assert "1 test(s) not run: command 'python3' is not allow-listed" in output
+    assert json.loads(artifacts["checks"])[1]["passed"] is None
 
 
 # --- the arm on recorded responses ------------------------------------------------------------

@@ -179,3 +179,42 @@ async def test_request_without_draft_fails():
     req.inputs.pop("draft")
     out = await JudgeArm().handle(req, ctx)
     assert out.status is ArmStatus.FAILED and "draft" in (out.reason or "")
+
+
+# --- code criteria through the real sandbox (octollm.sandbox.run_checks, no mocks) ------------
+
+BUGGY_DRAFT = "```python\ndef add(a, b):\n    return a + b if a >= 0 else b - a\n```"
+LOOPING_DRAFT = "```python\nwhile True:\n    pass\n\ndef add(a, b):\n    return a + b\n```"
+
+
+async def test_the_arm_runs_code_criteria_in_the_sandbox_of_its_settings():
+    settings = down_settings().model_copy(update={"sandbox_wall_s": 2.0})
+    ctx = Ctx(settings=settings, llm=LLMClient(settings))
+    criteria = ["add(2, 3) == 5", "add(-1, 1) returns 0"]
+
+    async def verdict(draft: str) -> dict[str, object]:
+        out = await JudgeArm().handle(request(draft, criteria), ctx)
+        assert out.status is ArmStatus.OK
+        body: dict[str, object] = json.loads(out.output)
+        return body
+
+    right = await verdict(CODE_DRAFT)
+    assert right["passed"] is True and right["score"] == 1.0
+    buggy = await verdict(BUGGY_DRAFT)  # right for positive a only: the second check finds it
+    assert buggy["passed"] is False and buggy["score"] == 0.5
+    assert buggy["reasons"] == ["add(-1, 1) returns 0: add(-1, 1) returned 2, expected 0"]
+    looping = await verdict(LOOPING_DRAFT)
+    assert looping["passed"] is False and looping["score"] == 0.0
+    assert all("timed out after 2s" in r for r in looping["reasons"])  # type: ignore[attr-defined]
+
+
+async def test_code_criteria_are_unverified_when_the_sandbox_refuses():
+    # The executor's policy, not a Python that the judge falls back to: no python3 allowed here.
+    settings = down_settings().model_copy(update={"sandbox_allowed_commands": ["echo"]})
+    ctx = Ctx(settings=settings, llm=LLMClient(settings))
+    out = await JudgeArm().handle(request(CODE_DRAFT, ["add(2, 3) == 5", "no TODO"]), ctx)
+    body = json.loads(out.output)
+    assert body["passed"] is False and body["score"] == 0.5
+    check = body["checks"][0]
+    assert check["unverified"] is True
+    assert check["detail"].startswith("unverified: the sandbox refused to run the code:")
