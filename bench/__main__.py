@@ -5,11 +5,13 @@ from __future__ import annotations
 import sys
 
 from bench import (
+    audit_trace,
     executor_overhead,
     faust_hop,
     llm_throughput,
     reflex_core,
     reflex_e2e,
+    replay,
     retrieval,
     sdk_throughput,
 )
@@ -23,6 +25,8 @@ BENCHMARKS = {
     "orchestrator-machinery": faust_hop.machinery_main,
     "retrieval": retrieval.main,
     "executor": executor_overhead.main,
+    "replay": replay.main,
+    "audit-trace": audit_trace.main,
 }
 
 

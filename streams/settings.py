@@ -113,6 +113,18 @@ class Settings(BaseSettings):
         le=65000,
         description="Faust web server (metrics, health) on 127.0.0.1:<port>; none when unset.",
     )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Python workers' /metrics and /healthz on 127.0.0.1:<port>; 0 = any free "
+        "port, recorded under <data_dir>/run/endpoints/ (docs/operations.md).",
+    )
+    reflex_metrics_addr: str = Field(
+        "127.0.0.1:9464",
+        description="Where the reflex layer serves /metrics and /healthz (it reads the same "
+        "OCTO_REFLEX_METRICS_ADDR); `octollm status` checks it. Empty or 0: off.",
+    )
     orchestrator_concurrency: int = Field(
         1, ge=1, le=64, description="Agent instances per routed topic in one orchestrator."
     )

@@ -42,8 +42,20 @@ def _register() -> None:
     if _registered:
         return
     _registered = True
+    from octollm.cli import (
+        audit,
+        dlq,
+        infra,
+        produce,
+        replay,
+        retrieval,
+        run,
+        status,
+        tail,
+        topics,
+        worker,
+    )
     from octollm.cli import exec as exec_cli
-    from octollm.cli import infra, produce, retrieval, run, tail, topics, worker
 
     app.add_typer(infra.app, name="infra")
     app.add_typer(topics.app, name="topics")
@@ -54,6 +66,11 @@ def _register() -> None:
     app.command(name="exec")(exec_cli.exec_)
     app.command(name="ingest")(retrieval.ingest)
     app.command(name="search")(retrieval.search)
+    app.add_typer(audit.app, name="audit")
+    app.command(name="replay")(replay.replay)
+    app.command(name="reprocess")(replay.reprocess)
+    app.add_typer(dlq.app, name="dlq")
+    app.command(name="status")(status.status)
 
 
 def _configure_logging() -> None:
