@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from bench import (
+    audit_sink,
     audit_trace,
     executor_overhead,
     faust_hop,
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "orchestrator-machinery": faust_hop.machinery_main,
     "retrieval": retrieval.main,
     "executor": executor_overhead.main,
+    "audit-sink": audit_sink.main,
     "replay": replay.main,
     "audit-trace": audit_trace.main,
 }

@@ -35,9 +35,13 @@ from octollm.settings import PROJECT_ROOT, Settings, get_settings
 from octollm.supervisor import kafka
 from octollm.supervisor.stack import WorkerStack, worker_commands
 from octollm.tasks import TaskInputError, parse_jsonl
-from octollm.topics import TopicSpec, topic_specs
+from octollm.topics import TopicSpec, full_name, topic_specs
 
 RECENT = 8  # latest results shown on the status screen
+
+
+#: With --once, how long to wait for the audit sink to store the last steps.
+AUDIT_CATCH_UP_S = 60.0
 
 
 def _registered_arms() -> list[str]:
@@ -213,6 +217,26 @@ async def _serve(
     return board
 
 
+def _wait_for_audit(settings: Settings, within_s: float) -> str:
+    """With --once: let the audit sink store every step of the examples before it is stopped,
+    so `octollm audit trace` answers right after the run."""
+    from octollm.audit.sink import GROUP, SOURCE_TOPICS
+    from octollm.kafka.admin import admin_client
+    from octollm.ops.lag import behind
+
+    admin = admin_client(settings)
+    group = f"{settings.topic_prefix}{GROUP}"
+    topics = [full_name(settings, t) for t in SOURCE_TOPICS]
+    deadline = time.monotonic() + within_s
+    left = -1
+    while time.monotonic() < deadline:
+        left = behind(admin, group, topics, timeout=5.0)
+        if left == 0:
+            return "audit: every step stored (octollm audit trace TASK_ID shows one task)"
+        time.sleep(0.5)
+    return f"audit: {left} record(s) not stored yet; the sink stores them on its next start"
+
+
 def run(
     examples: Annotated[
         Path, typer.Option("--examples", help="JSONL tasks to send through the pipeline.")
@@ -281,6 +305,8 @@ def run(
         with _stop_on_sigterm():
             try:
                 board = asyncio.run(_serve(settings, stack, tasks, once=once, timeout=timeout))
+                if once:
+                    typer.echo(_wait_for_audit(settings, AUDIT_CATCH_UP_S))
             except KeyboardInterrupt:
                 typer.echo("stopping (interrupted)")
     finally:

@@ -1,8 +1,9 @@
-"""`octollm worker orchestrator | arm <name> | reflex`: one long-running worker per command.
+"""`octollm worker orchestrator | arm <name> | reflex | audit`: one long-running worker each.
 
 Each is a member of a Kafka consumer group, so starting more processes adds throughput. Each
 stops cleanly on SIGTERM / SIGINT: Faust's worker commits what is done and leaves the group;
-the reflex worker is the Rust binary itself (exec'd), which handles the signals on its own.
+the reflex worker is the Rust binary itself (exec'd), which handles the signals on its own;
+the audit sink stores and commits its current batch, then leaves the group.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from octollm.cli.errors import CliError
+from octollm.ops.endpoint import serve_faust_worker
 from octollm.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -65,6 +67,7 @@ def orchestrator(
     _ensure_topics(settings)
     orch = Orchestrator(settings, capabilities())
     orch.ensure_topics()
+    serve_faust_worker(orch.app, settings, "orchestrator")
     _run_faust(orch.app, log_level)
 
 
@@ -87,7 +90,9 @@ def arm(
         raise CliError(f"unknown arm {name!r}; registered: {', '.join(sorted(ARMS))}", 2)
     settings = _settings(worker_web_port=web_port, arm_concurrency=concurrency)
     _ensure_topics(settings)
-    _run_faust(build_arm_app(settings, load_arm(name)), log_level)
+    arm_app = build_arm_app(settings, load_arm(name))
+    serve_faust_worker(arm_app, settings, f"arm.{name}")
+    _run_faust(arm_app, log_level)
 
 
 @app.command("reflex")
@@ -108,3 +113,38 @@ def reflex(
     logging.shutdown()
     # exec: the binary becomes this process, so signals reach it directly and it exits cleanly.
     os.execv(argv[0], argv)
+
+
+@app.command("audit")
+def audit(log_level: Annotated[str, LOG_LEVEL] = "info") -> None:
+    """The audit sink: audit events, results and dead letters into ClickHouse (docs/audit.md)."""
+    import signal
+    import threading
+
+    from octollm.audit.endpoint import EndpointError, serve_in_thread
+    from octollm.audit.sink import AuditSink
+    from octollm.audit.store import AuditStoreError, open_store
+
+    logging.getLogger("octollm.audit").setLevel(log_level.upper())
+    settings = get_settings()
+    _ensure_topics(settings)
+    try:
+        store = open_store(settings)  # migrates; with chDB this process now owns the data dir
+    except AuditStoreError as exc:
+        raise CliError(str(exc), 1) from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    # chDB has one owner: this process. Everyone else (the CLI) asks through the endpoint,
+    # which also serves /metrics and /healthz. Without it the sink still stores.
+    endpoint = None
+    try:
+        endpoint = serve_in_thread(store, settings)
+    except EndpointError as exc:
+        logging.getLogger("octollm.audit").warning("%s; queries go elsewhere", exc)
+    try:
+        AuditSink(settings, store).run(stop)
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+        store.close()

@@ -81,3 +81,36 @@ class GroupLagCollector(Collector):
         for topic, value in sorted(self._lag().items()):
             family.add_metric([self.group, topic], value)
         yield family
+
+
+def behind(admin: AdminClient, group: str, topics: list[str], timeout: float) -> int:
+    """Records on `topics` that `group` has not committed yet, counting partitions it never
+    committed from their start (0 means caught up). `octollm run --once` waits on this."""
+    metadata = admin.list_topics(timeout=timeout)
+    tps = [
+        TopicPartition(t, p)
+        for t in topics
+        if t in metadata.topics
+        for p in metadata.topics[t].partitions
+    ]
+    if not tps:
+        return 0
+    request = [ConsumerGroupTopicPartitions(group, tps)]
+    committed = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group]
+    listed = committed.result(timeout).topic_partitions or []
+    done = {(tp.topic, tp.partition): tp.offset for tp in listed}
+    latest, earliest = OffsetSpec.latest(), OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    highs = _offsets(admin, tps, latest, timeout)
+    lows = _offsets(admin, tps, earliest, timeout)
+    total = 0
+    for key, high in highs.items():
+        start = done.get(key, -1)
+        total += max(high - (start if start >= 0 else lows[key]), 0)
+    return total
+
+
+def _offsets(
+    admin: AdminClient, tps: list[TopicPartition], spec: OffsetSpec, timeout: float
+) -> dict[tuple[str, int], int]:
+    futures = admin.list_offsets({tp: spec for tp in tps}, request_timeout=timeout)
+    return {(tp.topic, tp.partition): f.result(timeout).offset for tp, f in futures.items()}

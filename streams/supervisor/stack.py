@@ -36,7 +36,8 @@ def workers_dir(settings: Settings) -> Path:
 
 
 def worker_commands(settings: Settings, arms: list[str]) -> dict[str, list[str]]:
-    """Worker name → argv: the reflex layer first, then the orchestrator, then every arm.
+    """Worker name → argv: the reflex layer first, then the orchestrator, every arm, the audit
+    sink.
 
     The reflex layer is the Rust binary itself (what `octollm worker reflex` execs), so its PID
     file names the binary; the others are `python -m octollm worker …`.
@@ -47,11 +48,12 @@ def worker_commands(settings: Settings, arms: list[str]) -> dict[str, list[str]]
 
 
 def python_worker_commands(arms: list[str]) -> dict[str, list[str]]:
-    """The orchestrator and one worker per arm: `python -m octollm worker …`."""
+    """The orchestrator, one worker per arm and the audit sink: `python -m octollm worker …`."""
     base = [sys.executable, "-m", "octollm", "worker"]
     commands = {"orchestrator": [*base, "orchestrator"]}
     for arm in arms:
         commands[f"arm.{arm}"] = [*base, "arm", arm]
+    commands["audit"] = [*base, "audit"]
     return commands
 
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,7 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
     )
     env = cli_env(settings, OCTO_LLM_PORT=str(settings.llm_port))
     examples = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
+    started = datetime.now(UTC).isoformat()
     result = subprocess.run(
         [OCTOLLM, "run", "--once", "--timeout", "900"],
         env=env,
@@ -107,6 +109,22 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
     attack = next(g for g in status_by_goal if g.startswith("Ignore all previous"))
     assert status_by_goal[attack] == "QUARANTINED", answered
     assert f"all {len(examples)} task(s) answered" in result.stdout
+    assert "audit: every step stored" in result.stdout, result.stdout[-2000:]
+
+    # The audit log has every stage of the code task (the sink is stopped, so the CLI opens the
+    # embedded store itself), and none of the examples' raw PII in any table.
+    add_id = next(r["task_id"] for r in answered if r["goal"] == add_goal)
+    trace = subprocess.run(
+        [OCTOLLM, "audit", "trace", add_id, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert trace.returncode == 0, trace.stderr
+    stages = {row["stage"] for row in json.loads(trace.stdout)}
+    assert {"received", "routed", "planned", "dispatched", "judged", "completed"} <= stages, stages
+    _assert_no_pii_in_audit_tables(settings)
 
     # `octollm run` stopped everything it started: the broker is gone, so restart it to read.
     up = subprocess.run(
@@ -114,6 +132,16 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
     )
     assert up.returncode == 0, up.stderr
     try:
+        # a replay dry run over the run's time range counts the examples, sending nothing
+        dry = subprocess.run(
+            [OCTOLLM, "replay", "--topic", "octo.tasks.v1", "--from-time", started, "--dry-run"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert dry.returncode == 0, dry.stderr
+        assert f"would replay {len(examples)} event(s)" in dry.stdout, dry.stdout
         codec = Codec.from_settings(settings)
         results = [
             codec.decode(v).record for v in read_all(settings.bootstrap_servers, "octo.results.v1")
@@ -145,6 +173,22 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
             [OCTOLLM, "infra", "down"], env=env, capture_output=True, text=True, timeout=120
         )
         assert down.returncode == 0, down.stderr
+
+
+def _assert_no_pii_in_audit_tables(settings: Settings) -> None:
+    """Every column of every audit table, as text: none holds the examples' raw PII."""
+    from octollm.audit.store import open_store
+
+    store = open_store(settings, migrate=False)
+    try:
+        for table in ("audit_events", "task_results", "dead_letters"):
+            rows = store.rows(f"SELECT * FROM {table}")
+            assert rows or table == "dead_letters", f"{table} is empty"
+            text = repr(rows).encode()
+            for raw in RAW_PII:
+                assert raw not in text, f"raw PII {raw!r} in {table}"
+    finally:
+        store.close()
 
 
 def _pid_of(settings: Settings, worker: str) -> int:
