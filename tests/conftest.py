@@ -109,6 +109,8 @@ def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
         OCTO_TOPIC_PREFIX=settings.topic_prefix,
         OCTO_PARTITIONS=str(settings.partitions),
         OCTO_CONFIG=str(Path(settings.data_dir) / "no-config.toml"),
+        # for the reflex binary, whose built-in default is the checkout cargo built it in
+        OCTO_SCHEMAS_DIR=str(Path(__file__).resolve().parent.parent / "schemas"),
     )
     env.update(extra)
     return env

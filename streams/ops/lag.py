@@ -95,7 +95,9 @@ def behind(admin: AdminClient, group: str, topics: list[str], timeout: float) ->
     ]
     if not tps:
         return 0
-    request = [ConsumerGroupTopicPartitions(group, tps)]
+    # All the group's committed partitions: naming partitions in this request crashed
+    # librdkafka (confluent-kafka 2.16) for a group whose first member was still joining.
+    request = [ConsumerGroupTopicPartitions(group)]
     committed = admin.list_consumer_group_offsets(request, request_timeout=timeout)[group]
     listed = committed.result(timeout).topic_partitions or []
     done = {(tp.topic, tp.partition): tp.offset for tp in listed}

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from octollm.contracts.schemas import schemas_dir
 from octollm.settings import PROJECT_ROOT, Settings
 
 __all__ = [
@@ -97,6 +98,10 @@ def reflex_run_argv(settings: Settings, *, instance: str | None = None) -> list[
         settings.bootstrap_servers,
         "--topic-prefix",
         settings.topic_prefix,
+        # The binary's own default is the checkout it was built in, which a shared cargo
+        # cache may have moved or deleted; the contracts are where this package has them.
+        "--schemas-dir",
+        str(schemas_dir()),  # octollm.contracts.schemas: a folder in a checkout or a wheel
     ]
     if instance:
         argv += ["--instance", instance]
