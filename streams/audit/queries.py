@@ -11,9 +11,10 @@ the endpoint is byte-for-byte what a direct query gives.
 from __future__ import annotations
 
 import math
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
+
+from octollm.moments import parse_moment
 
 #: Stages in pipeline order: ties on `ts` (same millisecond) are broken by this order.
 STAGES = (
@@ -46,9 +47,6 @@ LATEST = datetime(2299, 12, 31, tzinfo=UTC)
 #: Output shown per row by `search` (the full output is in `trace`).
 SEARCH_OUTPUT_CHARS = 200
 
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d|w)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 class Reader(Protocol):
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -65,21 +63,10 @@ class QueryInputError(ValueError):
 
 def parse_when(text: str, *, option: str, now: datetime | None = None) -> datetime:
     """An ISO-8601 time (no offset: UTC), `now`, or a duration back: 90s, 15m, 2h, 7d, 1w."""
-    value = text.strip().lower()
-    now = now or datetime.now(UTC)
-    if value == "now":
-        return now
-    match = _RELATIVE.match(value)
-    if match:
-        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
     try:
-        moment = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        raise QueryInputError(
-            f"{option}: {text!r} is not an ISO-8601 time (2026-11-25T10:00:00Z) "
-            "nor a duration back from now (15m, 2h, 7d)"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        return parse_moment(text, now=now)
+    except ValueError as exc:
+        raise QueryInputError(f"{option}: {exc}") from None
 
 
 def check_window(since: datetime, until: datetime) -> None:

@@ -12,11 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -35,6 +34,7 @@ from octollm.kafka.consumer import (
 from octollm.kafka.exceptions import KafkaClientError, ProduceFailed
 from octollm.kafka.headers import REPLAY_GENERATION, generation_of
 from octollm.kafka.producer import producer_config
+from octollm.moments import parse_moment
 from octollm.settings import Settings
 from octollm.topics import AUDIT, DLQ, full_name
 
@@ -47,28 +47,11 @@ EVENT_NAMESPACE = uuid.UUID("0c8e2a51-7d43-5b9e-a1f6-3e2d9c4b7a10")
 #: A dead letter keeps a payload that may be bigger than a task; read them whatever their size.
 MAX_DLQ_BYTES = 64 << 20
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
-    """`--since`: an ISO-8601 time with a UTC offset, or a duration back from now (90s, 15m,
-    2h, 7d, 1w). Raises ValueError with a message fit for the user."""
-    value = text.strip()
-    match = _DURATION.match(value)
-    if match:
-        amount = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
-        return (now or datetime.now(UTC)) - amount
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"expected an ISO-8601 time (2026-11-25T10:00:00Z) or a duration (15m, 2h, 7d), "
-            f"got {text!r}"
-        ) from None
-    if moment.tzinfo is None:
-        raise ValueError(f"time {text!r} needs a UTC offset, e.g. {value}Z")
-    return moment
+    """`--since`: an ISO-8601 time (no offset: UTC) or a duration back from now (90s, 15m, 2h,
+    7d, 1w). Raises ValueError with a message fit for the user."""
+    return parse_moment(text, now=now)
 
 
 def parse_id(text: str) -> uuid.UUID:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from octollm.moments import parse_moment
 
 #: The keys `--filter` understands, and where each lives in our records (a RoutedTask nests the
 #: TaskRequest under `task`, so its tenant and task id are looked up there too).
@@ -62,15 +64,12 @@ def _whole(value: str, option: str, what: str, text: str) -> int:
 
 # --- times -----------------------------------------------------------------------------------
 def parse_time(text: str, *, option: str) -> datetime:
-    """ISO-8601 with an offset or `Z`; a time without one is taken as UTC."""
-    value = text.strip()
+    """ISO-8601 with an offset or `Z` (a time without one is taken as UTC), `now`, or a
+    duration back from now (15m, 2h, 7d)."""
     try:
-        moment = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        raise ReplayInputError(
-            f"{option}: {text!r} is not an ISO-8601 time such as 2026-11-25T10:00:00Z"
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+        return parse_moment(text)
+    except ValueError as exc:
+        raise ReplayInputError(f"{option}: {exc}") from None
 
 
 def to_millis(moment: datetime) -> int:

@@ -52,8 +52,8 @@ def test_since_takes_durations_and_iso_times() -> None:
     assert parse_since("2h", NOW) == NOW - timedelta(hours=2)
     assert parse_since("1.5d", NOW) == NOW - timedelta(days=1.5)
     assert parse_since("2026-11-25T10:00:00Z") == datetime(2026, 11, 25, 10, tzinfo=UTC)
-    with pytest.raises(ValueError, match="UTC offset"):
-        parse_since("2026-11-25T10:00:00")
+    # no offset: UTC, as in every command that takes a time (octollm.moments)
+    assert parse_since("2026-11-25T10:00:00") == datetime(2026, 11, 25, 10, tzinfo=UTC)
     with pytest.raises(ValueError, match=r"ISO-8601 time .* or a duration"):
         parse_since("yesterday")
 
