@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from octollm import jsonable
 from octollm.audit import queries
 from octollm.audit.store import AuditStore
+from octollm.ops.endpoint import QuietHandler
 from octollm.settings import Settings
 
 log = logging.getLogger("octollm.audit.endpoint")
@@ -51,7 +52,7 @@ class _HttpError(Exception):
         self.body = {"error": message, **extra}
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: _Server
 
     def do_GET(self) -> None:
@@ -131,16 +132,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _json(self, code: int, body: object) -> None:
         self._send(code, (jsonable.dumps(body) + "\n").encode(), JSON_TYPE)
-
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # one line per query or scrape would drown the sink's log
 
 
 def stats_document(

@@ -71,7 +71,22 @@ def _always_ok() -> tuple[bool, str]:
     return True, "ok"
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
+    """A loopback HTTP handler that answers in one call and does not log each request (one
+    line per scrape or query would drown a worker's log). Shared with the audit endpoint."""
+
+    def _send(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _Handler(QuietHandler):
     server: _Server
 
     def do_GET(self) -> None:
@@ -89,16 +104,6 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"/metrics /healthz\n", "text/plain; charset=utf-8")
         else:
             self._send(404, b"not found\n", "text/plain; charset=utf-8")
-
-    def _send(self, code: int, body: bytes, content_type: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # one line per scrape would drown the worker's log
 
 
 class _Server(ThreadingHTTPServer):
