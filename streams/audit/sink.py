@@ -163,6 +163,7 @@ class AuditSink:
         self._flushing = False
         self._abandon = False
         self._lag_at = 0.0
+        self._idle_checked_at = 0.0
 
     @property
     def assigned(self) -> bool:
@@ -179,6 +180,8 @@ class AuditSink:
                 self._consume_some()
                 if self._batch_due():
                     self._flush(stop)
+                elif self.batch.started is None:
+                    self._commit_idle_positions()
                 self._maybe_update_lag()
             # Stopping: store what was read, with a bounded wait if the store is down (what is
             # not committed is read again next time, so giving up loses nothing).
@@ -324,6 +327,33 @@ class AuditSink:
         self._committed.update(batch.offsets)
         BATCH_ROWS.observe(batch.size)
         self._lag_at = 0.0  # refresh the lag gauge now
+
+    def _commit_idle_positions(self) -> None:
+        """With nothing pending, commit each partition's position when it is past the last
+        commit: a transaction's commit marker ends most partitions, and a consumer never sees
+        it as a record, so committing `last offset + 1` would leave the group one behind."""
+        now = time.monotonic()
+        if now - self._idle_checked_at < self.settings.audit_batch_s or not self._assigned:
+            return
+        self._idle_checked_at = now
+        try:
+            positions = self.consumer.position(list(self._assigned))
+        except Exception as exc:  # not fatal: the next idle check tries again
+            log.debug("audit sink: no positions (%s)", exc)
+            return
+        ahead = [
+            tp
+            for tp in positions
+            if tp.offset >= 0 and tp.offset > self._committed.get((tp.topic, tp.partition), -1)
+        ]
+        if not ahead:
+            return
+        try:
+            self.consumer.commit(offsets=ahead, asynchronous=False)
+        except Exception as exc:
+            log.debug("audit sink: idle commit failed (%s)", exc)
+            return
+        self._committed.update({(tp.topic, tp.partition): tp.offset for tp in ahead})
 
     def _wait(self, seconds: float, stop: threading.Event | None) -> None:
         """Sleep, but keep serving the consumer (group membership, rebalance callbacks)."""
