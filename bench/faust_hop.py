@@ -178,6 +178,9 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "_worker":
 MACHINE_ARMS = ("m_planner", "m_coder", "m_judge", "m_safety")
 MACHINE_N = int(os.environ.get("OCTO_BENCH_MACHINE_N", "1000"))
 LATENCY_RATE = float(os.environ.get("OCTO_BENCH_MACHINE_RATE", "50"))
+#: A light load too: latency there is the machinery's floor (hops and the commit wait), not
+#: the queue in front of a saturated worker.
+LIGHT_RATE = 10.0
 
 
 def _machine_arm(name: str) -> Any:
@@ -207,11 +210,26 @@ def _machine_arm(name: str) -> Any:
     return Instant()
 
 
+def _profile_on_exit(kind: str) -> None:
+    """`OCTO_BENCH_PROFILE=DIR`: profile this worker (cProfile, CPU) and dump DIR/<kind>.prof
+    when it exits (Faust's worker exits the process on SIGTERM)."""
+    folder = os.environ.get("OCTO_BENCH_PROFILE")
+    if not folder:
+        return
+    import atexit
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    atexit.register(lambda: profiler.dump_stats(str(Path(folder) / f"{kind}.prof")))
+
+
 def _machine_worker(kind: str) -> None:
     from octollm.orchestrator.agent import Orchestrator
     from octollm.runtime.app import run_worker
     from octollm.runtime.arm import build_arm_app
 
+    _profile_on_exit(kind)
     settings = get_settings()
     if kind == "orchestrator":
         caps = {n: _machine_arm(n).capabilities for n in MACHINE_ARMS}
@@ -293,6 +311,13 @@ def _machine_round(settings: Settings, n: int, rate: float | None) -> tuple[floa
     return n / (last - began), latencies
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux /proc): unlike rates, not skewed much by
+    other work sharing the machine's cores."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machinery_main() -> None:
     from bench.report import percentile
 
@@ -322,8 +347,14 @@ def machinery_main() -> None:
     ]
     try:
         _machine_round(s, 20, None)  # warm-up: every worker has joined and answered
+        cpu_before = [_cpu_seconds(p.pid) for p in procs]
         rate, _ = _machine_round(s, MACHINE_N, None)
+        cpu = [
+            (_cpu_seconds(p.pid) - c) * 1000 / MACHINE_N
+            for p, c in zip(procs, cpu_before, strict=True)
+        ]
         _, lat = _machine_round(s, int(LATENCY_RATE * 10), LATENCY_RATE)
+        _, light = _machine_round(s, int(LIGHT_RATE * 10), LIGHT_RATE)
     finally:
         for p in procs:
             p.terminate()
@@ -333,6 +364,8 @@ def machinery_main() -> None:
         "MACHINERY benchmark (no LLM: instant fixed-answer arms), 1 orchestrator worker",
         [
             Row("tasks/s, burst of tasks", rate, 1000.0, "/s", ">=1k tasks/s per worker"),
+            Row("orchestrator CPU per task, burst", cpu[-1], 1.0, "ms", "<=1 ms (1k/s on a core)"),
+            Row("4 arm workers' CPU per task, burst", sum(cpu[:-1]), 1.0, "ms"),
             Row(f"produce→result p50 at {LATENCY_RATE:g}/s", percentile(lat, 50), 50.0, "ms"),
             Row(
                 f"produce→result p99 at {LATENCY_RATE:g}/s",
@@ -341,10 +374,14 @@ def machinery_main() -> None:
                 "ms",
                 "p99 <= 50 ms at 500/s",
             ),
+            Row(f"produce→result p50 at {LIGHT_RATE:g}/s", percentile(light, 50), 50.0, "ms"),
+            Row(f"produce→result p99 at {LIGHT_RATE:g}/s", percentile(light, 99), 50.0, "ms"),
         ],
         [
             "baseline column: the issue's target, not a measurement",
             f"{MACHINE_N} tasks for the rate; a task = plan, 1 step, judge, safety; exactly once",
+            "CPU: user+system time of the worker processes during the burst (/proc), per task;"
+            " OCTO_BENCH_PROFILE=DIR dumps a cProfile of each worker there",
         ],
     )
 

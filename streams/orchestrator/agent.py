@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -66,6 +66,8 @@ from octollm.topics import (
 log = logging.getLogger("octollm.orchestrator")
 
 EVENTS = Counter("octollm_orchestrator_events_total", "Events handled, by kind", ["kind"])
+# Resolved once: `labels()` takes a lock and hashes the label tuple, on every event otherwise.
+TASK_EVENTS, RESULT_EVENTS, TICK_EVENTS = (EVENTS.labels(k) for k in ("task", "arm_result", "tick"))
 RESULTS_EMITTED = Counter(
     "octollm_orchestrator_results_total", "Terminal results emitted, by status", ["status"]
 )
@@ -118,6 +120,11 @@ class Orchestrator:
         # rebuilt from the table after a restart or rebalance (see `_active_in`).
         self._active: dict[int, set[bytes]] = {}
         self._indexed: set[int] = set()
+        # The decoded state of each unfinished task, beside the table bytes it was decoded from
+        # (or encoded to): parsing a task's JSON on every event was a third of our own CPU. A
+        # cached entry is used only while the table still holds those very bytes, so a state
+        # recovered from the changelog or written elsewhere is always decoded afresh.
+        self._states: dict[bytes, tuple[bytes, TaskState]] = {}
         self._register()
 
     def ensure_topics(self) -> None:
@@ -187,11 +194,24 @@ class Orchestrator:
             return None
 
     def _load(self, key: bytes) -> TaskState | None:
+        """The task's state, never to be changed in place (the `state` functions copy it)."""
         raw = self.tasks.get(key)
-        return TaskState.model_validate_json(raw) if raw else None
+        if not raw:
+            return None
+        cached = self._states.get(key)
+        if cached is not None and (cached[0] is raw or cached[0] == raw):
+            return cached[1]
+        state = TaskState.model_validate_json(raw)
+        if not state.emitted:
+            self._states[key] = (raw, state)
+        return state
+
+    def _forget(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self._states.pop(key, None)
 
     async def _on_routed(self, event: EventT[Any]) -> None:
-        EVENTS.labels("task").inc()
+        TASK_EVENTS.inc()
         routed_task = await self._decode(event, RoutedTask)
         if routed_task is None:
             return
@@ -210,7 +230,7 @@ class Orchestrator:
         await self._apply(key, state, new, fx, event.message.partition)
 
     async def _on_arm_result(self, event: EventT[Any]) -> None:
-        EVENTS.labels("arm_result").inc()
+        RESULT_EVENTS.inc()
         result = await self._decode(event, ArmResult)
         if result is None:
             return
@@ -228,17 +248,19 @@ class Orchestrator:
         await self._apply(key, state, new, fx, event.message.partition)
 
     async def _on_tick(self, event: EventT[Any]) -> None:
-        EVENTS.labels("tick").inc()
+        TICK_EVENTS.inc()
         partition = event.message.partition
         now = self.clock()
         for key in list(self._active_in(partition)):
             state = self._load(key)
             if state is None:
                 self._active[partition].discard(key)
+                self._forget([key])
                 continue
             if is_expired(state, now, DONE_RETENTION):
                 del self.tasks[key]
                 self._active[partition].discard(key)
+                self._forget([key])
                 continue
             new, fx = on_tick(state, now, self.cfg)
             await self._apply(key, state, new, fx, partition)
@@ -261,7 +283,7 @@ class Orchestrator:
         assigned = {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == name}
         for p in self._indexed - assigned:  # revoked: another worker owns them now
             self._indexed.discard(p)
-            self._active.pop(p, None)
+            self._forget(self._active.pop(p, set()))
         for p in sorted(assigned):
             await self.app.producer.send(name, b"tick", stamp, p, None, None)
 
@@ -281,8 +303,13 @@ class Orchestrator:
         records = await self._records(new, fx)
         # State and outputs go out together: a commit waits until all of them are acknowledged,
         # so no transaction holds one without the other (see `runtime.app.CommitGate`).
+        raw = new.model_dump_json().encode()
         async with self.gate.applying():
-            self.tasks[key] = new.model_dump_json().encode()
+            self.tasks[key] = raw
+            if new.emitted:
+                self._forget([key])  # a finished task is read again only for late duplicates
+            else:
+                self._states[key] = (raw, new)
             await self._send_all(key, records, new.generation)
         if new.emitted:
             self._active.get(partition, set()).discard(key)

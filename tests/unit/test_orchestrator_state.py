@@ -104,7 +104,11 @@ def safety_says(verdict: str, output: str) -> str:
 
 
 class Run:
-    """Drives one task through the state functions, collecting every effect."""
+    """Drives one task through the state functions, collecting every effect.
+
+    It also checks on every event that the state it passed in was left untouched: the agent
+    caches decoded states and hands the same object to the next event, so a decision that
+    changed its input in place would corrupt the cache (the functions copy before changing)."""
 
     def __init__(self, task: RoutedTask, cfg: Config = CFG) -> None:
         self.cfg = cfg
@@ -126,14 +130,18 @@ class Run:
         )
 
     def feed(self, result: ArmResult) -> Effects:
+        before, snapshot = self.state, self.state.model_dump_json()
         self.state, fx = on_arm_result(self.state, result, self.now, self.cfg)
+        assert before.model_dump_json() == snapshot, "on_arm_result changed its input state"
         self.log.append(fx)
         self.pending += fx.requests
         return fx
 
     def tick(self, seconds: float) -> Effects:
         self.now += timedelta(seconds=seconds)
+        before, snapshot = self.state, self.state.model_dump_json()
         self.state, fx = on_tick(self.state, self.now, self.cfg)
+        assert before.model_dump_json() == snapshot, "on_tick changed its input state"
         self.log.append(fx)
         self.pending += fx.requests
         return fx

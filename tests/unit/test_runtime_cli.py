@@ -9,6 +9,7 @@ import pytest
 from octollm.arms import ARMS
 from octollm.cli import worker
 from octollm.cli.main import main
+from octollm.contracts.schemas import schemas_dir
 
 pytestmark = pytest.mark.unit
 
@@ -58,6 +59,8 @@ def test_reflex_worker_execs_the_binary_with_the_settings(
             "127.0.0.1:1",
             "--topic-prefix",
             "env1.",
+            "--schemas-dir",  # the package's contracts, not the checkout cargo built in
+            str(schemas_dir()),
             "--instance",
             "r2",
         ]
