@@ -109,7 +109,7 @@ class CommitGate:
 
     @asynccontextmanager
     async def applying(self) -> AsyncIterator[None]:
-        """Around one event's table update and sends (until they are acknowledged)."""
+        """Around one event's table update and the queueing of its outputs."""
         async with self._changed:
             await self._changed.wait_for(lambda: not self._committing)
             self._applying += 1
