@@ -24,6 +24,7 @@ from octollm.audit import queries
 from octollm.audit.endpoint import stats_document, store_identity
 from octollm.audit.store import AuditStore, AuditStoreError, describe
 from octollm.settings import Settings
+from octollm.supervisor.process import pid_alive
 
 log = logging.getLogger("octollm.audit.reader")
 
@@ -213,13 +214,7 @@ def chdb_owner(directory: Path) -> int | None:
     if not match or int(match.group(1)) == os.getpid():
         return None
     pid = int(match.group(1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # alive, another user's
-        return pid
-    return pid
+    return pid if pid_alive(pid) else None
 
 
 def owned_message(settings: Settings, pid: int) -> str:

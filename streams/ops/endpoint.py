@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from octollm.settings import Settings
+from octollm.supervisor.process import pid_alive
 
 if TYPE_CHECKING:
     import faust
@@ -191,16 +192,6 @@ def record_endpoint(settings: Settings, endpoint: Endpoint) -> list[Path]:
 def forget_endpoint(paths: list[Path]) -> None:
     for path in paths:
         path.unlink(missing_ok=True)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
 
 
 def recorded_endpoints(settings: Settings) -> list[Endpoint]:
