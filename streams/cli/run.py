@@ -230,7 +230,7 @@ def _wait_for_audit(settings: Settings, within_s: float) -> str:
     deadline = time.monotonic() + within_s
     left = -1
     while time.monotonic() < deadline:
-        left = behind(admin, group, topics, timeout=5.0)
+        left = behind(settings, admin, group, topics, timeout=5.0)
         if left == 0:
             return "audit: every step stored (octollm audit trace TASK_ID shows one task)"
         time.sleep(0.5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -22,11 +22,11 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._listoffsets import OffsetSpec
 
 from octollm.kafka.admin import admin_client, cluster_metadata
 from octollm.kafka.consumer import consumer_config
 from octollm.ops.endpoint import Endpoint, known_endpoints
+from octollm.ops.lag import list_offsets, unread_records
 from octollm.settings import Settings
 from octollm.topics import DLQ, full_name
 
@@ -42,6 +42,8 @@ class GroupState:
     state: str
     members: int
     committed: dict[TP, int]
+    #: records still to consume per partition (octollm.ops.lag): markers are not lag
+    lag: dict[TP, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,15 +145,6 @@ class StatusProbe:
             )
         return groups
 
-    def _high_watermarks(self, tps: set[TP], timeout: float) -> dict[TP, int]:
-        if not tps:
-            return {}
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        futures = self.admin.list_offsets(
-            {TopicPartition(t, p): latest for t, p in sorted(tps)}, request_timeout=timeout
-        )
-        return {(tp.topic, tp.partition): _result(f, timeout).offset for tp, f in futures.items()}
-
     def sample(self) -> Sample:
         timeout = self.settings.connect_timeout_s
         try:
@@ -160,13 +153,17 @@ class StatusProbe:
             tps = {(t, p) for t, parts in ours.items() for p in parts}
             for g in groups.values():
                 tps |= set(g.committed)
-            high = self._high_watermarks(tps, timeout)
+            high = list_offsets(self.admin, sorted(tps), timeout)
+            unread = unread_records(
+                self.settings, {name: g.committed for name, g in groups.items()}, high
+            )
         except KafkaException as exc:
             from octollm.kafka.exceptions import KafkaUnavailable
 
             raise KafkaUnavailable(
                 self.settings.bootstrap_servers, timeout, exc.args[0].str()
             ) from None
+        groups = {name: replace(g, lag=unread.get(name, {})) for name, g in groups.items()}
         return Sample(time.monotonic(), high, groups)
 
     # --- the report -------------------------------------------------------------------------
@@ -197,18 +194,16 @@ def _is_ours(group: GroupState, prefix: str) -> bool:
 
 
 def group_rows(current: Sample, previous: Sample | None, prefix: str) -> list[dict[str, Any]]:
-    """Per group: state, members, lag per topic (sum of high watermark - committed), out rates."""
+    """Per group: state, members, lag per topic (records still to consume), out rates."""
     dt = current.at - previous.at if previous else 0.0
     rows = []
     for name, group in sorted(current.groups.items()):
         if not _is_ours(group, prefix):
             continue
         topics: dict[str, dict[str, Any]] = {}
-        for (topic, partition), offset in sorted(group.committed.items()):
-            entry = topics.setdefault(topic, {"topic": topic, "lag": 0, "out_per_s": None})
-            high = current.high.get((topic, partition))
-            if high is not None:
-                entry["lag"] += max(high - offset, 0)
+        for tp in sorted(group.committed):
+            entry = topics.setdefault(tp[0], {"topic": tp[0], "lag": 0, "out_per_s": None})
+            entry["lag"] += group.lag.get(tp, 0)
         if previous is not None and dt > 0 and name in previous.groups:
             before = previous.groups[name].committed
             for topic, entry in topics.items():

@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Producer as RawProducer
 
 from octollm.kafka.admin import ensure_topics
 from octollm.kafka.consumer import consumer_config
@@ -138,6 +140,67 @@ def test_status_reports_lag_audit_lag_dlq_and_health(isolated: Settings) -> None
     table = status(settings, "--interval", "0", OCTO_REFLEX_METRICS_ADDR="0")
     assert table.returncode == 0, table.stderr
     assert group in table.stdout and "dead letters: 3" in table.stdout
+
+
+def _transactional_workload(settings: Settings, topic: str) -> dict[int, list[int]]:
+    """Four committed transactions of five records and one aborted of three, as the reflex
+    layer or a Faust worker writes; returns each partition's data-record offsets."""
+    producer = RawProducer(
+        {
+            **settings.kafka_client_config(),
+            "transactional.id": f"lag-test-{uuid.uuid4().hex[:8]}",
+            "partitioner": "murmur2_random",
+        }
+    )
+    producer.init_transactions(30)
+    for t in range(5):
+        producer.begin_transaction()
+        for i in range(5 if t < 4 else 3):
+            producer.produce(topic, f"v{t}-{i}".encode(), key=f"k{t}-{i}")
+        if t < 4:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    offsets: dict[int, list[int]] = {p: [] for p in range(settings.partitions)}
+    reader = Consumer(consumer_config(settings))
+    try:
+        reader.assign([TopicPartition(topic, p, 0) for p in offsets])
+        deadline = time.monotonic() + 30
+        while sum(map(len, offsets.values())) < 20 and time.monotonic() < deadline:
+            for msg in reader.consume(100, timeout=0.5):
+                if msg.error() is None:
+                    offsets[msg.partition()].append(msg.offset())
+    finally:
+        reader.close()
+    assert sum(map(len, offsets.values())) == 20  # read_committed: the aborted three never show
+    return offsets
+
+
+def test_lag_counts_records_not_transaction_markers(isolated: Settings) -> None:
+    settings = isolated
+    ensure_topics(settings, topic_specs(settings))
+    topic = full_name(settings, TASKS)
+    offsets = _transactional_workload(settings, topic)
+    highs = produce(settings, TASKS, 0)
+    # Drained: committed past each partition's last record, as every consumer commits.
+    drained = f"{settings.topic_prefix}octo-test-drained"
+    commit(settings, drained, TASKS, {p: (o[-1] + 1 if o else 0) for p, o in offsets.items()})
+    # Two records short in every partition that holds two or more.
+    short = f"{settings.topic_prefix}octo-test-short"
+    behind = {p: o[-2] for p, o in offsets.items() if len(o) >= 2}
+    commit(settings, short, TASKS, behind)
+    # The offset difference is not lag: markers and aborted records sit in between.
+    assert sum(highs[p] - (o[-1] + 1 if o else 0) for p, o in offsets.items()) > 0
+
+    result = status(settings, "--json", "--interval", "0", OCTO_REFLEX_METRICS_ADDR="0")
+    assert result.returncode == 0, result.stderr
+    groups = {g["group"]: g for g in json.loads(result.stdout)["groups"]}
+    assert groups[drained]["lag"] == 0
+    assert groups[short]["lag"] == 2 * len(behind)
+    [family] = GroupLagCollector(settings, drained).collect()
+    assert [s.value for s in family.samples] == [0]
+    [family] = GroupLagCollector(settings, short).collect()
+    assert [s.value for s in family.samples] == [2 * len(behind)]
 
 
 def test_no_broker_is_one_line_exit_1(isolated: Settings) -> None:

@@ -19,25 +19,35 @@ R = "p.octo.results.v1"
 
 
 def sample(
-    at: float, high: dict[tuple[str, int], int], committed: dict[tuple[str, int], int]
+    at: float,
+    high: dict[tuple[str, int], int],
+    committed: dict[tuple[str, int], int],
+    lag: dict[tuple[str, int], int],
 ) -> Sample:
     groups = {
-        "p.octo-orchestrator": GroupState("p.octo-orchestrator", "stable", 2, committed),
+        "p.octo-orchestrator": GroupState("p.octo-orchestrator", "stable", 2, committed, lag),
         "q.octo-orchestrator": GroupState("q.octo-orchestrator", "stable", 1, {}),
     }
     return Sample(at, high, groups)
 
 
-def test_lag_is_high_watermark_minus_committed_summed_over_partitions() -> None:
-    now = sample(10.0, {(T, 0): 10, (T, 1): 5, (R, 0): 3}, {(T, 0): 4, (T, 1): 5})
+def test_lag_is_records_still_to_consume_summed_over_partitions() -> None:
+    # partition 0: 6 offsets behind, of which 1 is a transaction marker (the probe reads them)
+    now = sample(
+        10.0, {(T, 0): 10, (T, 1): 5, (R, 0): 3}, {(T, 0): 4, (T, 1): 5}, {(T, 0): 5, (T, 1): 0}
+    )
     [row] = [r for r in group_rows(now, None, "p.") if r["group"] == "p.octo-orchestrator"]
-    assert row["lag"] == 6 and row["members"] == 2 and row["state"] == "stable"
-    assert row["topics"] == [{"topic": T, "lag": 6, "out_per_s": None}]
+    assert row["lag"] == 5 and row["members"] == 2 and row["state"] == "stable"
+    assert row["topics"] == [{"topic": T, "lag": 5, "out_per_s": None}]
 
 
 def test_rates_are_deltas_over_the_interval() -> None:
-    before = sample(10.0, {(T, 0): 10, (T, 1): 5, (R, 0): 3}, {(T, 0): 4, (T, 1): 5})
-    after = sample(12.0, {(T, 0): 20, (T, 1): 9, (R, 0): 3}, {(T, 0): 10, (T, 1): 8})
+    before = sample(
+        10.0, {(T, 0): 10, (T, 1): 5, (R, 0): 3}, {(T, 0): 4, (T, 1): 5}, {(T, 0): 6, (T, 1): 0}
+    )
+    after = sample(
+        12.0, {(T, 0): 20, (T, 1): 9, (R, 0): 3}, {(T, 0): 10, (T, 1): 8}, {(T, 0): 10, (T, 1): 1}
+    )
     rows = {r["topic"]: r for r in topic_rows(after, before, "p.")}
     assert rows[T] == {"topic": T, "end_offset": 29, "in_per_s": 7.0}
     assert rows[R]["in_per_s"] == 0.0
