@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from octollm.cli.errors import CliError
+from octollm.kafka.logs import throttle_connection_errors
 from octollm.ops.endpoint import serve_faust_worker
 from octollm.settings import Settings, get_settings
 
@@ -37,6 +38,7 @@ def _ensure_topics(settings: Settings) -> None:
 def _run_faust(app: faust.App, log_level: str) -> None:
     from octollm.runtime.app import run_worker
 
+    throttle_connection_errors()
     # Faust's worker owns the event loop and the signal handlers (SIGTERM/SIGINT: stop, commit,
     # leave the group) and exits the process when it stops.
     run_worker(app, log_level)
@@ -126,6 +128,7 @@ def audit(log_level: Annotated[str, LOG_LEVEL] = "info") -> None:
     from octollm.audit.store import AuditStoreError, open_store
 
     logging.getLogger("octollm.audit").setLevel(log_level.upper())
+    throttle_connection_errors()
     settings = get_settings()
     _ensure_topics(settings)
     try:
