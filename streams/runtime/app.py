@@ -12,6 +12,7 @@ import functools
 import logging
 import random
 import ssl
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -183,7 +184,25 @@ class KeyedTransactionManager(TransactionManager):
         except ProducerFenced as exc:
             self.log.warning("producer fenced: %r", exc)
             await self.app.crash(exc)
+            return True
+        self._note_committed(offsets)
         return True
+
+    def _note_committed(self, offsets: Any) -> None:
+        """Tell Faust's livelock check that these partitions committed.
+
+        `verify_event_path` warns "Has not committed TP(…) at all since worker start (report
+        as bug)" for a partition with unread records whose `tp_last_committed_at` is unset, and
+        only Faust's plain (non-transactional) commit sets it. Offsets committed inside a
+        transaction never did, so every busy partition of an exactly-once worker looked stuck
+        after the livelock timeout: the orchestrator's ticks, which arrive all the time, were
+        reported while their group was at lag 0.
+        """
+        thread = getattr(self.app.consumer, "_thread", None)
+        last_committed = getattr(thread, "tp_last_committed_at", None)
+        if last_committed is not None:
+            now = time.monotonic()
+            last_committed.update(dict.fromkeys(offsets, now))
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
         """Start a fresh transactional producer for every newly assigned partition.
