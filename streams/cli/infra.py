@@ -55,10 +55,6 @@ def _settings(data_dir: Path | None) -> Settings:
     return settings
 
 
-def _fail(exc: Exception) -> CliError:
-    return CliError(str(exc), exit_code=1)
-
-
 @app.command()
 def up(
     brokers: BrokersOption = None, data_dir: DataDirOption = None, no_llm: NoLLMOption = False
@@ -75,8 +71,8 @@ def up(
         )
     try:
         result = kafka.up(settings, brokers)
-    except (kafka.InfraError, TimeoutError) as exc:
-        raise _fail(exc) from exc
+    except TimeoutError as exc:  # InfraError is reported by main() like every command's
+        raise CliError(str(exc), exit_code=1) from exc
     for line in result.lines():
         typer.echo(line)
     if not no_llm:
@@ -87,12 +83,9 @@ def _llm_up(settings: Settings) -> None:
     if not settings.llm_is_local:
         typer.echo(f"llm: using {settings.llm_base_url} (OCTO_LLM_BASE_URL); no local server")
         return
-    try:
-        before = llm.llm_status(settings, probe_timeout=1.0)
-        url = llm.start_llm(settings)
-        st = llm.llm_status(settings, probe_timeout=1.0)
-    except llm.LLMServerError as exc:
-        raise _fail(exc) from exc
+    before = llm.llm_status(settings, probe_timeout=1.0)
+    url = llm.start_llm(settings)
+    st = llm.llm_status(settings, probe_timeout=1.0)
     model = Path(st.model_path).name if st.model_path else settings.llm_model
     verb = "already running" if before.running and before.pid == st.pid else "started"
     typer.echo(f"llm server {verb} (pid {st.pid}) at {url}, model {model}; log {st.log_file}")
@@ -108,10 +101,7 @@ def fetch() -> None:
             f"kafka: fetching Apache Kafka {settings.kafka_version} jars from Maven Central "
             f"into {kafka.jars_dir(settings)}..."
         )
-    try:
-        libs = kafka.ensure_jars(settings)
-    except kafka.InfraError as exc:
-        raise _fail(exc) from exc
+    libs = kafka.ensure_jars(settings)
     jars = len(list(libs.glob("*.jar")))
     typer.echo(f"kafka: {jars} jars {'already ' if cached else ''}in {libs}")
 
@@ -125,10 +115,7 @@ def down(data_dir: DataDirOption = None) -> None:
 
     for line in stop_recorded_workers(settings, list(ARMS)):
         typer.echo(f"worker {line}")
-    try:
-        stopped = kafka.down(settings)
-    except kafka.InfraError as exc:
-        raise _fail(exc) from exc
+    stopped = kafka.down(settings)
     if not stopped:
         typer.echo("kafka: not running")
     for node, pid in stopped:
@@ -147,10 +134,7 @@ def status(
     """Show each node's pid, ports, data dir and log files, whether the cluster answers, and
     the LLM server."""
     settings = _settings(data_dir)
-    try:
-        st = kafka.status(settings)
-    except kafka.InfraError as exc:
-        raise _fail(exc) from exc
+    st = kafka.status(settings)
     llm_st = llm.llm_status(settings)
     if as_json:
         typer.echo(json.dumps({**st.to_dict(), "llm": llm_st.to_dict()}, indent=2))
@@ -209,10 +193,7 @@ def reset(
                 exit_code=1,
             )
         typer.confirm(f"Stop Kafka and delete {target}?", abort=True)
-    try:
-        removed = kafka.reset(settings)
-    except kafka.InfraError as exc:
-        raise _fail(exc) from exc
+    removed = kafka.reset(settings)
     if any(path == target.resolve() for path in removed):
         typer.echo(f"kafka: deleted {target}")
     else:

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from octollm import __version__
 from octollm.cli.errors import CliError
 from octollm.kafka.exceptions import KafkaClientError
+from octollm.supervisor.errors import InfraError
 
 app = typer.Typer(
     name="octollm",
@@ -103,6 +104,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KafkaClientError as exc:
         typer.echo(f"octollm: error: {exc}", err=True)
+        sys.exit(1)
+    except InfraError as exc:  # from any command that provisions a local service
+        first, *rest = str(exc).splitlines() or [type(exc).__name__]
+        if rest:
+            logging.getLogger("octollm.cli").debug("%s", "\n".join(rest))
+            first += f" (+{len(rest)} more line(s) with OCTO_LOG_LEVEL=DEBUG)"
+        typer.echo(f"octollm: error: {first}", err=True)
         sys.exit(1)
     except ValidationError as exc:  # a bad OCTO_* variable or config file entry
         first = exc.errors()[0]

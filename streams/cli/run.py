@@ -254,8 +254,18 @@ def run(
     no_llm: Annotated[
         bool, typer.Option("--no-llm", help="Do not start the local LLM server.")
     ] = False,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            "--brokers",
+            help="Local Kafka nodes, 1 or 3 (a KRaft cluster whose topics keep 3 replicas). "
+            "Default: the cluster the data dir already holds (running or not), else 1.",
+        ),
+    ] = None,
 ) -> None:
     """Start everything locally, send the example tasks, show their results live."""
+    if brokers is not None and brokers not in kafka.ALLOWED_BROKER_COUNTS:
+        raise CliError(f"invalid value for '--brokers': {brokers} (must be 1 or 3)", exit_code=2)
     settings = get_settings()
     tasks: list[TaskRequest] = []
     if not no_examples:
@@ -267,9 +277,10 @@ def run(
         except TaskInputError as exc:
             raise CliError(f"{examples}: {exc}", exit_code=2) from None
 
-    up = kafka.up(settings, brokers=1)
+    up = kafka.up(settings, brokers)
     for line in up.lines():
         typer.echo(line)
+    settings = kafka.client_settings(settings, up)
     stack: WorkerStack | None = None
     llm_started = False
     board: Board | None = None

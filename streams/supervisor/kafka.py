@@ -31,6 +31,7 @@ from typing import Any
 
 from octollm.settings import PROJECT_ROOT, Settings
 from octollm.supervisor import maven
+from octollm.supervisor.errors import InfraError
 from octollm.supervisor.process import ManagedProcess, absolute_dirs, port_in_use, wait_until
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "NodeStatus",
     "UpResult",
     "bootstrap_servers",
+    "client_settings",
     "down",
     "ensure_jars",
     "jars_cached",
@@ -59,10 +61,6 @@ POM = INFRA_DIR / "pom.xml"
 LOG4J2_CONFIG = INFRA_DIR / "log4j2.yaml"
 CLUSTER_FILE = "cluster.json"
 PORT_STRIDE = 100
-
-
-class InfraError(RuntimeError):
-    """A problem the user can fix (missing tool, port taken, mismatched data dir); one line."""
 
 
 # --- layout --------------------------------------------------------------------------------
@@ -255,11 +253,13 @@ def write_cluster_info(settings: Settings, info: ClusterInfo) -> None:
 
 
 def broker_count_mismatch(data_dir: Path, existing: int, requested: int) -> str:
-    """The message for an `up --brokers N` against a data dir formatted for another count."""
+    """The message for `--brokers N` (infra up, run) against a data dir formatted for another
+    count: the same option on either command uses the cluster that is there."""
     return (
         f"the Kafka data in {data_dir / 'kafka'} belongs to a {existing}-broker cluster, "
-        f"but {requested} broker(s) were requested; run `octollm infra reset` to wipe it "
-        f"(or use another --data-dir), or run `octollm infra up --brokers {existing}`"
+        f"but {requested} broker(s) were requested; pass --brokers {existing} (or leave it out) "
+        f"to use that cluster, or run `octollm infra reset` to wipe it "
+        f"(or use another --data-dir)"
     )
 
 
@@ -590,6 +590,25 @@ def _known_cluster(settings: Settings) -> KafkaCluster:
 
 def _default_timeout(brokers: int) -> float:
     return 60.0 if brokers == 1 else 90.0
+
+
+def client_settings(settings: Settings, up: UpResult) -> Settings:
+    """The settings the workers of `octollm run` use against the cluster `up` reports.
+
+    What the user set explicitly (OCTO_BOOTSTRAP_SERVERS, OCTO_REPLICATION_FACTOR,
+    OCTO_MIN_INSYNC_REPLICAS) stays. Otherwise clients bootstrap from every node, so losing
+    node 0 does not strand a restarting worker, and on a 3-node cluster our topics get three
+    replicas with two in sync, so one broker can die without losing a write (the nodes' own
+    defaults for the internal topics are the same).
+    """
+    update: dict[str, Any] = {}
+    if "bootstrap_servers" not in settings.model_fields_set:
+        update["bootstrap_servers"] = up.bootstrap_servers
+    if up.brokers >= 3 and not {"replication_factor", "min_insync_replicas"} & (
+        settings.model_fields_set
+    ):
+        update.update(replication_factor=3, min_insync_replicas=2)
+    return settings.model_copy(update=update) if update else settings
 
 
 def up(settings: Settings, brokers: int | None = None, *, timeout: float | None = None) -> UpResult:

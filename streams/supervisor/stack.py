@@ -98,7 +98,13 @@ class WorkerStack:
         self.settings = settings
         run_dir = workers_dir(settings)
         logs = Path(settings.data_dir).resolve() / "logs"
-        env = {"OCTO_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "PYTHONUNBUFFERED": "1"}
+        env = {
+            "OCTO_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            # what the Faust changelogs and any topic a worker creates are replicated with
+            "OCTO_REPLICATION_FACTOR": str(settings.replication_factor),
+            "OCTO_MIN_INSYNC_REPLICAS": str(settings.min_insync_replicas),
+            "PYTHONUNBUFFERED": "1",
+        }
         self.workers = [
             Worker(
                 name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,48 @@ def test_unreachable_broker_is_a_clear_error(capsys: pytest.CaptureFixture[str])
     code, _, err = run_cli(["topics", "create"], capsys)
     assert code == 1
     assert "cannot reach Kafka at 127.0.0.1:1 within 1s" in err
+
+
+def _cluster_of(data_dir: Path, brokers: int) -> None:
+    (data_dir / "kafka").mkdir(parents=True)
+    (data_dir / "kafka" / "cluster.json").write_text(
+        json.dumps({"cluster_id": "abc", "brokers": brokers, "kafka_version": "4.4.0"})
+    )
+
+
+def test_run_on_a_cluster_of_another_size_is_one_line_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _cluster_of(tmp_path, 3)
+    monkeypatch.setenv("OCTO_DATA_DIR", str(tmp_path))
+    code, out, err = run_cli(["run", "--brokers", "1", "--no-llm", "--no-examples"], capsys)
+    assert code == 1
+    assert err.startswith("octollm: error: ") and len(err.strip().splitlines()) == 1, err
+    # the hint names the option that uses the cluster that is there
+    assert "3-broker cluster" in err and "pass --brokers 3" in err
+    assert out == ""  # nothing was started
+
+
+def test_run_brokers_must_be_one_or_three(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["run", "--brokers", "2", "--no-examples"], capsys)
+    assert code == 2
+    assert err.strip() == "octollm: error: invalid value for '--brokers': 2 (must be 1 or 3)"
+
+
+def test_a_multi_line_infra_error_is_one_line_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from octollm.supervisor import kafka
+
+    def fail(*_args: object, **_kwargs: object) -> None:
+        raise kafka.InfraError("kafka node 0 exited early; last log lines:\nline one\nline two")
+
+    monkeypatch.setattr(kafka, "up", fail)
+    monkeypatch.setenv("OCTO_DATA_DIR", str(tmp_path))
+    for argv in (["run", "--no-examples", "--no-llm"], ["infra", "up", "--no-llm"]):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 1
+        assert err.strip() == (
+            "octollm: error: kafka node 0 exited early; last log lines: "
+            "(+2 more line(s) with OCTO_LOG_LEVEL=DEBUG)"
+        )
