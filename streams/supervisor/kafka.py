@@ -595,14 +595,14 @@ def _default_timeout(brokers: int) -> float:
 def client_settings(settings: Settings, up: UpResult) -> Settings:
     """The settings the workers of `octollm run` use against the cluster `up` reports.
 
-    What the user set explicitly (OCTO_BOOTSTRAP_SERVERS, OCTO_REPLICATION_FACTOR,
-    OCTO_MIN_INSYNC_REPLICAS) stays. Otherwise clients bootstrap from every node, so losing
+    A bootstrap list other than the local default (node 0), and OCTO_REPLICATION_FACTOR or
+    OCTO_MIN_INSYNC_REPLICAS, stay as set. Otherwise clients bootstrap from every node, so losing
     node 0 does not strand a restarting worker, and on a 3-node cluster our topics get three
     replicas with two in sync, so one broker can die without losing a write (the nodes' own
     defaults for the internal topics are the same).
     """
     update: dict[str, Any] = {}
-    if "bootstrap_servers" not in settings.model_fields_set:
+    if settings.bootstrap_servers == f"{HOST}:{settings.kafka_port}":  # the default: node 0
         update["bootstrap_servers"] = up.bootstrap_servers
     if up.brokers >= 3 and not {"replication_factor", "min_insync_replicas"} & (
         settings.model_fields_set

@@ -277,3 +277,35 @@ def test_cli_reset_refuses_without_a_terminal(
     assert exc.value.code == 1
     assert "pass --yes" in capsys.readouterr().err
     assert (tmp_path / "kafka").exists()
+
+
+def _up(brokers: int, bootstrap: str) -> kafka.UpResult:
+    return kafka.UpResult(True, brokers, bootstrap, [], [], 0.0)
+
+
+def test_run_clients_use_every_node_and_three_replicas_on_a_three_node_cluster(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, kafka_port=29400)
+    three = "127.0.0.1:29400,127.0.0.1:29500,127.0.0.1:29600"
+    got = kafka.client_settings(settings, _up(3, three))
+    assert got.bootstrap_servers == three
+    assert (got.replication_factor, got.min_insync_replicas) == (3, 2)
+    one = kafka.client_settings(settings, _up(1, "127.0.0.1:29400"))
+    assert (one.bootstrap_servers, one.replication_factor, one.min_insync_replicas) == (
+        "127.0.0.1:29400",
+        1,
+        1,
+    )
+
+
+def test_run_clients_keep_what_the_user_set(tmp_path: Path) -> None:
+    mine = Settings(
+        data_dir=tmp_path,
+        kafka_port=29400,
+        bootstrap_servers="kafka.example.internal:9092",
+        replication_factor=2,
+    )
+    got = kafka.client_settings(mine, _up(3, "127.0.0.1:29400,127.0.0.1:29500,127.0.0.1:29600"))
+    assert got.bootstrap_servers == "kafka.example.internal:9092"
+    assert (got.replication_factor, got.min_insync_replicas) == (2, 1)
