@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         description="Where the reflex layer serves /metrics and /healthz (it reads the same "
         "OCTO_REFLEX_METRICS_ADDR); `octollm status` checks it. Empty or 0: off.",
     )
+    reflex_max_goal_bytes: int = Field(
+        64 * 1024,
+        ge=0,
+        description="The reflex layer REJECTs a task whose goal is longer than this many bytes "
+        "(UTF-8) instead of routing it: arms would have to cut it. 0: no limit.",
+    )
     orchestrator_concurrency: int = Field(
         1, ge=1, le=64, description="Agent instances per routed topic in one orchestrator."
     )

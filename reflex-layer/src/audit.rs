@@ -1,9 +1,9 @@
 //! The `AuditEvent`s the reflex layer writes to `octo.audit.v1`: one per consumed record, naming
-//! the decision (stage `routed`, `quarantined`, `rate_limited`, `deduplicated` or
+//! the decision (stage `routed`, `quarantined`, `rate_limited`, `rejected`, `deduplicated` or
 //! `dead_lettered`; `received` is folded into it, see docs/reflex.md). Pure: built from the
 //! decision, never from raw text, so no PII value can reach the audit log from here.
 
-use crate::model::{AuditEvent, RoutedTask, TaskResult};
+use crate::model::{AuditEvent, DeadLetter, RoutedTask, TaskResult};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -102,16 +102,17 @@ pub fn assessed(rt: &RoutedTask, generation: i32, src: &Source<'_>, now_ms: i64)
     e
 }
 
-/// `rate_limited`: the terminal result's reason and the limit.
-pub fn rate_limited(
+/// A terminal result the reflex layer gave itself: its status and reason.
+fn terminal(
+    stage: &str,
     res: &TaskResult,
     generation: i32,
     src: &Source<'_>,
     now_ms: i64,
 ) -> AuditEvent {
     let mut e = event(
-        "rate_limited",
-        "RATE_LIMITED",
+        stage,
+        &res.status,
         &res.task_id,
         &res.tenant_id,
         generation,
@@ -122,6 +123,33 @@ pub fn rate_limited(
     if let Some(r) = &res.reason {
         e.details.insert("reason".into(), r.clone());
     }
+    e
+}
+
+/// `rate_limited`: the terminal result's reason and the limit.
+pub fn rate_limited(
+    res: &TaskResult,
+    generation: i32,
+    src: &Source<'_>,
+    now_ms: i64,
+) -> AuditEvent {
+    terminal("rate_limited", res, generation, src, now_ms)
+}
+
+/// `rejected`: an input the reflex layer refuses (a goal over the size limit), with the sizes.
+pub fn rejected(
+    res: &TaskResult,
+    goal_bytes: usize,
+    max_goal_bytes: usize,
+    generation: i32,
+    src: &Source<'_>,
+    now_ms: i64,
+) -> AuditEvent {
+    let mut e = terminal("rejected", res, generation, src, now_ms);
+    e.details
+        .insert("goal_bytes".into(), goal_bytes.to_string());
+    e.details
+        .insert("max_goal_bytes".into(), max_goal_bytes.to_string());
     e
 }
 
@@ -152,11 +180,13 @@ pub fn deduplicated(
     e
 }
 
-/// `dead_lettered`: the error class and the dead letter's id. The decoder's reason is left
-/// out on purpose (it may quote bytes of the payload); it is in the DeadLetter itself.
+/// `dead_lettered`: the error class and the dead letter's id, under the task id its key names
+/// (`pipeline::key_task_id`; empty when the key is not a task id), so the task's trace shows
+/// it. The decoder's reason is left out on purpose (it may quote bytes of the payload); it is
+/// in the DeadLetter itself.
 pub fn dead_lettered(
-    error_class: &str,
-    dead_letter_id: &str,
+    dl: &DeadLetter,
+    task_id: Option<&str>,
     generation: i32,
     src: &Source<'_>,
     now_ms: i64,
@@ -164,16 +194,17 @@ pub fn dead_lettered(
     let mut e = event(
         "dead_lettered",
         "FAILED",
-        "",
+        task_id.unwrap_or_default(),
         "",
         generation,
         src,
         now_ms,
         None,
     );
-    e.details.insert("error_class".into(), error_class.into());
     e.details
-        .insert("dead_letter_id".into(), dead_letter_id.into());
+        .insert("error_class".into(), dl.error_class.clone());
+    e.details
+        .insert("dead_letter_id".into(), dl.dead_letter_id.clone());
     e
 }
 
@@ -215,13 +246,44 @@ mod tests {
         assert_eq!(a, event_id("routed", "t1", 0, &SRC));
     }
 
+    fn letter() -> DeadLetter {
+        DeadLetter {
+            dead_letter_id: "d-1".into(),
+            original_topic: SRC.topic.into(),
+            original_partition: SRC.partition,
+            original_offset: SRC.offset,
+            original_key: None,
+            payload: vec![],
+            headers: BTreeMap::new(),
+            error_class: "TruncatedBody".into(),
+            reason: "cut at byte 12: \"secret\"".into(),
+            component: "reflex".into(),
+            ts: 5,
+        }
+    }
+
     #[test]
     fn dead_letter_event_has_no_reason_text() {
-        let e = dead_lettered("TruncatedBody", "d-1", 0, &SRC, 5);
+        let e = dead_lettered(&letter(), None, 0, &SRC, 5);
         assert_eq!(e.stage, "dead_lettered");
         assert_eq!(e.task_id, "");
         assert_eq!(e.details["error_class"], "TruncatedBody");
+        assert_eq!(e.details["dead_letter_id"], "d-1");
         assert!(!e.details.contains_key("reason"));
         assert_eq!(e.details["source_offset"], "41");
+    }
+
+    #[test]
+    fn dead_letter_event_names_the_task_its_key_names() {
+        let id = "6f1c1a3e-0d6b-4f7e-9a51-2b7c3d4e5f60";
+        let e = dead_lettered(&letter(), Some(id), 0, &SRC, 5);
+        assert_eq!(e.task_id, id);
+        assert_eq!(e.tenant_id, "");
+        // still one id per record, distinct from the same record's event without a task
+        assert_eq!(e.event_id, event_id("dead_lettered", id, 0, &SRC));
+        assert_ne!(
+            e.event_id,
+            dead_lettered(&letter(), None, 0, &SRC, 5).event_id
+        );
     }
 }

@@ -30,6 +30,8 @@ pub struct RunConfig {
     pub dedupe_max_entries: usize,
     /// `OCTO_REFLEX_RATE_LIMIT` / `--rate-burst` / `OCTO_REFLEX_RATE_LIMITS_FILE`.
     pub rate_limits: RateLimits,
+    /// `OCTO_REFLEX_MAX_GOAL_BYTES`: a longer goal is REJECTED (0 = no limit).
+    pub max_goal_bytes: usize,
     /// `OCTO_SCHEMA_REGISTRY_URL`: decode Confluent-framed values with writer schemas from it.
     pub schema_registry_url: Option<String>,
     /// `OCTO_REFLEX_METRICS_ADDR`: where /metrics and /healthz are served (`None` = off).

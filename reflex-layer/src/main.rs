@@ -67,6 +67,10 @@ struct RunArgs {
     /// Per-tenant limits, TOML (or JSON if it ends in .json): [tenants.<id>] rate/burst.
     #[arg(long, env = "OCTO_REFLEX_RATE_LIMITS_FILE")]
     rate_limits: Option<std::path::PathBuf>,
+    /// A task whose goal is longer than this many bytes (UTF-8) gets a REJECTED result instead
+    /// of being routed (0 = no limit).
+    #[arg(long, env = "OCTO_REFLEX_MAX_GOAL_BYTES", default_value_t = octollm_reflex::pipeline::DEFAULT_MAX_GOAL_BYTES)]
+    max_goal_bytes: usize,
     /// Confluent schema registry for 0x00-framed values (plain http://).
     #[arg(long, env = "OCTO_SCHEMA_REGISTRY_URL")]
     schema_registry_url: Option<String>,
@@ -107,6 +111,7 @@ fn config(args: RunArgs) -> Result<octollm_reflex::config::RunConfig, String> {
         dedupe_window_ms,
         dedupe_max_entries: args.dedupe_max.max(1),
         rate_limits,
+        max_goal_bytes: args.max_goal_bytes,
         schema_registry_url: args.schema_registry_url.filter(|u| !u.trim().is_empty()),
         metrics_addr: metrics::parse_addr(&args.metrics_addr)?,
     })
@@ -136,7 +141,8 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let topics = pipeline::Topics::new(&cfg.topic_prefix);
-    let mut p = pipeline::Pipeline::new(contracts, topics, cfg.passthrough);
+    let mut p = pipeline::Pipeline::new(contracts, topics, cfg.passthrough)
+        .with_max_goal_bytes(cfg.max_goal_bytes);
     if let Some(url) = &cfg.schema_registry_url {
         match registry::HttpRegistry::new(url) {
             Ok(r) => p = p.with_registry(std::sync::Arc::new(r)),

@@ -44,7 +44,8 @@ impl Health {
 
 pub struct Metrics {
     pub registry: Registry,
-    /// decision = routed | quarantined | rate_limited | deduplicated | dead_lettered | passthrough
+    /// decision = routed | quarantined | rate_limited | rejected | deduplicated | dead_lettered |
+    /// passthrough (`Decision::label`)
     pub records: IntCounterVec,
     pub dead_letters: IntCounterVec,
     pub duplicates: IntCounter,

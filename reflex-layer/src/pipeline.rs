@@ -23,6 +23,9 @@ pub const COMPONENT: &str = "reflex";
 pub const REFLEX_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Header naming the replay generation of an event (absent = 0, the original).
 pub const REPLAY_HEADER: &str = "octo-replay-generation";
+/// Default `--max-goal-bytes`: far above any real goal, far below what a model can read, so a
+/// pasted dump is refused here instead of being cut silently by the arms downstream.
+pub const DEFAULT_MAX_GOAL_BYTES: usize = 64 * 1024;
 
 /// Topic names, with the environment prefix applied (`OCTO_TOPIC_PREFIX`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +174,8 @@ pub enum Decision {
     Quarantine(RoutedTask, TaskResult),
     /// Over the tenant's rate limit: the terminal result (on results + reply topic) only.
     RateLimited(TaskResult),
+    /// Refused as invalid (a goal over `--max-goal-bytes`): the terminal REJECTED result only.
+    Rejected(TaskResult),
     /// The task id was admitted within the dedupe window at this generation or a higher one:
     /// only an audit event.
     Duplicate {
@@ -189,6 +194,7 @@ impl Decision {
             Decision::Route(_) => "routed",
             Decision::Quarantine(..) => "quarantined",
             Decision::RateLimited(_) => "rate_limited",
+            Decision::Rejected(_) => "rejected",
             Decision::Duplicate { .. } => "deduplicated",
             Decision::DeadLetter(_) => "dead_lettered",
         }
@@ -409,6 +415,41 @@ pub fn rate_limited_result(task: &TaskRequest, limits: &RateLimits, now_ms: i64)
     }
 }
 
+/// The terminal REJECTED result of a task whose goal is over `max_goal_bytes` (0 = no limit),
+/// or `None` when it fits.
+pub fn oversize_result(
+    task: &TaskRequest,
+    max_goal_bytes: usize,
+    now_ms: i64,
+) -> Option<TaskResult> {
+    let n = task.goal.len();
+    if max_goal_bytes == 0 || n <= max_goal_bytes {
+        return None;
+    }
+    Some(TaskResult {
+        task_id: task.task_id.clone(),
+        tenant_id: task.tenant_id.clone(),
+        status: "REJECTED".into(),
+        output: None,
+        reason: Some(format!(
+            "input too large: {n} bytes of goal (limit {max_goal_bytes}); \
+             send a shorter goal or put the material in a retrievable document"
+        )),
+        created_at: task.created_at,
+        completed_at: now_ms,
+        component: COMPONENT.into(),
+    })
+}
+
+/// The task id a record's key names: a UUID (as every task id is), in its canonical form.
+/// Anything else names no task (`None`): an id is never made up from a stray key.
+pub fn key_task_id(key: Option<&[u8]>) -> Option<String> {
+    let text = std::str::from_utf8(key?).ok()?;
+    uuid::Uuid::try_parse(text.trim())
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
 /// Decoder + checks + encoder, configured once per process.
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -418,6 +459,8 @@ pub struct Pipeline {
     /// Writer schemas of Confluent-framed values; `None`: such values are dead-lettered
     /// (`UnsupportedFormat`).
     pub registry: Option<Arc<dyn WriterSchemas>>,
+    /// A goal longer than this (bytes of UTF-8) is REJECTED; 0 = no limit.
+    pub max_goal_bytes: usize,
 }
 
 impl Pipeline {
@@ -427,11 +470,18 @@ impl Pipeline {
             topics,
             passthrough,
             registry: None,
+            max_goal_bytes: DEFAULT_MAX_GOAL_BYTES,
         }
     }
 
     pub fn with_registry(mut self, registry: Arc<dyn WriterSchemas>) -> Pipeline {
         self.registry = Some(registry);
+        self
+    }
+
+    /// `--max-goal-bytes` (0 = no limit).
+    pub fn with_max_goal_bytes(mut self, max_goal_bytes: usize) -> Pipeline {
+        self.max_goal_bytes = max_goal_bytes;
         self
     }
 
@@ -453,7 +503,13 @@ impl Pipeline {
     /// What to do with one consumed record. Never panics on bad input.
     pub fn decide(&self, input: &Input<'_>, now_ms: i64) -> Decision {
         match self.decode_task(input.payload) {
-            Ok(task) => assess_task(task, now_ms, self.passthrough),
+            Ok(task) if !self.passthrough => {
+                match oversize_result(&task, self.max_goal_bytes, now_ms) {
+                    Some(res) => Decision::Rejected(res),
+                    None => assess_task(task, now_ms, false),
+                }
+            }
+            Ok(task) => assess_task(task, now_ms, true),
             Err(e) => Decision::DeadLetter(dead_letter(input, e.class(), &e.to_string(), now_ms)),
         }
     }
@@ -529,7 +585,7 @@ impl Pipeline {
                 Ok(out)
             }
             // the reply topic is not in the result; `process_with` adds it
-            Decision::RateLimited(res) => self.result_outputs(res, None),
+            Decision::RateLimited(res) | Decision::Rejected(res) => self.result_outputs(res, None),
             Decision::Duplicate { .. } => Ok(vec![]),
         })();
         match encoded {
@@ -569,8 +625,8 @@ impl Pipeline {
             Err(e) => {
                 let dl = dead_letter(input, e.class(), &e.to_string(), now_ms);
                 let ev = audit::dead_lettered(
-                    &dl.error_class,
-                    &dl.dead_letter_id,
+                    &dl,
+                    key_task_id(input.key).as_deref(),
                     generation,
                     &src,
                     now_ms,
@@ -606,6 +662,26 @@ impl Pipeline {
             };
             return (d, with_generation(out, generation));
         }
+        // before the rate limit: a goal that can never be processed costs the tenant no token,
+        // and its sender learns at once that sending it again will not help
+        if let Some(res) = oversize_result(&task, self.max_goal_bytes, now_ms) {
+            let ev = audit::rejected(
+                &res,
+                task.goal.len(),
+                self.max_goal_bytes,
+                generation,
+                &src,
+                now_ms,
+            );
+            let mut out = match self.result_outputs(&res, task.reply_topic.as_deref()) {
+                Ok(out) => out,
+                Err(e) => return self.encode_failed(input, &e, generation, now_ms),
+            };
+            out.push(self.audit_output(&ev, key.clone()));
+            // remembered like a routed task: a redelivery must not get a second terminal result
+            out.extend(self.admit(gate, input, &task.task_id, key, generation, now_ms));
+            return (Decision::Rejected(res), with_generation(out, generation));
+        }
         if !gate.limiter.try_acquire(&task.tenant_id, now_ms) {
             let res = rate_limited_result(&task, gate.limiter.limits(), now_ms);
             let ev = audit::rate_limited(&res, generation, &src, now_ms);
@@ -630,23 +706,37 @@ impl Pipeline {
             return self.encode_failed(input, "output did not encode", generation, now_ms);
         }
         out.push(self.audit_output(&ev, key.clone()));
-        if gate.dedupe.enabled() {
-            gate.dedupe.admit(&rt.task.task_id, generation, now_ms);
-            out.push(Output {
-                topic: self.topics.dedupe.clone(),
-                // the input's partition: a restarted instance reloads exactly the dedupe
-                // partitions whose task partitions it was assigned
-                partition: Some(input.partition),
-                key,
-                value: DedupeRecord {
-                    generation,
-                    seen_at: now_ms,
-                }
-                .encode(),
-                headers: vec![],
-            });
-        }
+        out.extend(self.admit(gate, input, &rt.task.task_id, key, generation, now_ms));
         (d, with_generation(out, generation))
+    }
+
+    /// Stage the task id as admitted and return its dedupe record (none with dedupe off).
+    fn admit(
+        &self,
+        gate: &mut Gate,
+        input: &Input<'_>,
+        task_id: &str,
+        key: Option<Vec<u8>>,
+        generation: i32,
+        now_ms: i64,
+    ) -> Option<Output> {
+        if !gate.dedupe.enabled() {
+            return None;
+        }
+        gate.dedupe.admit(task_id, generation, now_ms);
+        Some(Output {
+            topic: self.topics.dedupe.clone(),
+            // the input's partition: a restarted instance reloads exactly the dedupe
+            // partitions whose task partitions it was assigned
+            partition: Some(input.partition),
+            key,
+            value: DedupeRecord {
+                generation,
+                seen_at: now_ms,
+            }
+            .encode(),
+            headers: vec![],
+        })
     }
 
     fn encode_failed(
@@ -658,8 +748,8 @@ impl Pipeline {
     ) -> (Decision, Vec<Output>) {
         let dl = dead_letter(input, "SchemaMismatch", &format!("output: {why}"), now_ms);
         let ev = audit::dead_lettered(
-            &dl.error_class,
-            &dl.dead_letter_id,
+            &dl,
+            key_task_id(input.key).as_deref(),
             generation,
             &input.source(),
             now_ms,

@@ -470,6 +470,7 @@ pub fn run(cfg: &RunConfig, pipeline: &Pipeline) -> Result<Stats, String> {
         passthrough = pipeline.passthrough,
         dedupe_window_ms = if dedupe_on { cfg.dedupe_window_ms } else { 0 },
         rate_limited = !cfg.rate_limits.is_unlimited(),
+        max_goal_bytes = pipeline.max_goal_bytes,
         schema_registry = cfg.schema_registry_url.as_deref().unwrap_or(""),
         "reflex layer consuming"
     );
@@ -707,6 +708,11 @@ fn transact(
             Decision::RateLimited(res) => {
                 debug!(task_id = %res.task_id, tenant_id = %res.tenant_id, "rate limited");
                 Some(res.tenant_id.clone())
+            }
+            Decision::Rejected(res) => {
+                info!(task_id = %res.task_id, tenant_id = %res.tenant_id,
+                      reason = res.reason.as_deref().unwrap_or_default(), "rejected");
+                None
             }
             Decision::Duplicate {
                 task_id,

@@ -289,6 +289,47 @@ fn undecodable_values_get_a_dead_letter_and_an_audit_event() {
     assert_eq!(audit_of(&p, &again)[0]["event_id"], ev["event_id"]);
 }
 
+#[test]
+fn dead_letter_events_name_the_task_their_key_names() {
+    let p = pipeline();
+    let mut g = gate(None);
+    let good = p
+        .contracts
+        .encode(TASK_REQUEST, task(&id(30), "acme", "Summarise.").to_value())
+        .unwrap();
+    let cut = &good[..good.len() - 4];
+    let upper = id(30).to_uppercase();
+    for (key, want) in [
+        (Some(id(30).as_bytes()), id(30)),
+        // the canonical form: the one task ids are stored and looked up by
+        (Some(upper.as_bytes()), id(30)),
+        // not a task id: no id is made up
+        (Some(&b"order-17"[..]), String::new()),
+        (Some(&b"\xff\xfe"[..]), String::new()),
+        (None, String::new()),
+    ] {
+        let input = Input {
+            topic: "t1.octo.tasks.v1",
+            partition: 2,
+            offset: 40,
+            key,
+            payload: Some(cut),
+            headers: vec![],
+        };
+        let (d, outs) = p.process_with(&input, &mut g, NOW);
+        let Decision::DeadLetter(dl) = &d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(dl.error_class, "TruncatedBody");
+        assert_eq!(dl.original_key.as_deref(), key, "the key is kept as read");
+        let [ev] = &audit_of(&p, &outs)[..] else {
+            panic!()
+        };
+        assert_eq!(s(&ev["stage"]), "dead_lettered");
+        assert_eq!(s(&ev["task_id"]), want, "key {key:?}");
+    }
+}
+
 /// Writer schemas from a map, standing in for the registry.
 #[derive(Debug, Default)]
 struct MapSchemas(HashMap<u32, Arc<RegistryWriter>>, Option<String>);

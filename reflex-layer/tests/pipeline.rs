@@ -1,8 +1,13 @@
 //! The streaming path's pure part: routing, quarantine, tags, redaction, dead letters.
 
+use apache_avro::types::Value;
 use octollm_reflex::avro::Contracts;
-use octollm_reflex::model::{TaskRequest, TASK_REQUEST};
-use octollm_reflex::pipeline::{assess_task, Decision, Input, Pipeline, Topics};
+use octollm_reflex::dedupe::DedupeWindow;
+use octollm_reflex::model::{TaskRequest, AUDIT_EVENT, TASK_REQUEST, TASK_RESULT};
+use octollm_reflex::pipeline::{
+    assess_task, Decision, Gate, Input, Pipeline, Topics, DEFAULT_MAX_GOAL_BYTES,
+};
+use octollm_reflex::ratelimit::{RateLimiter, RateLimits};
 use std::collections::BTreeMap;
 
 const NOW: i64 = 1_767_225_700_000;
@@ -238,4 +243,120 @@ fn end_to_end_bytes_and_dead_letters() {
         panic!()
     };
     assert_eq!(dl.error_class, "SchemaMismatch");
+}
+
+fn field(v: &Value, name: &str) -> Value {
+    let Value::Record(fields) = v else {
+        panic!("{v:?}")
+    };
+    fields.iter().find(|(n, _)| n == name).unwrap().1.clone()
+}
+
+#[test]
+fn oversize_goals_are_rejected_with_a_terminal_result() {
+    let p = pipeline(false).with_max_goal_bytes(100);
+    let mut t = task(&"é".repeat(50)); // 50 characters, 100 bytes: at the limit
+    t.reply_topic = Some("replies".into());
+    let bytes = |t: &TaskRequest| p.contracts.encode(TASK_REQUEST, t.to_value()).unwrap();
+    let input = |payload: &[u8]| -> (Decision, Vec<octollm_reflex::pipeline::Output>) {
+        let mut gate = Gate::new(
+            DedupeWindow::new(3_600_000, 100),
+            RateLimiter::new(RateLimits::default()),
+        );
+        let inp = Input {
+            topic: "t1.octo.tasks.v1",
+            partition: 3,
+            offset: 9,
+            key: None,
+            payload: Some(payload),
+            headers: vec![],
+        };
+        let first = p.process_with(&inp, &mut gate, NOW);
+        // the same record again (a redelivery): never a second terminal result
+        let again = p.process_with(&Input { offset: 10, ..inp }, &mut gate, NOW);
+        assert_eq!(again.0.label(), "deduplicated", "{:?}", again.0);
+        first
+    };
+    let (d, _) = input(&bytes(&t));
+    assert!(matches!(d, Decision::Route(_)), "at the limit: {d:?}");
+
+    t.goal.push('x'); // 101 bytes
+    let Decision::Rejected(res) = p.decide(
+        &Input {
+            payload: Some(&bytes(&t)),
+            ..Input::default()
+        },
+        NOW,
+    ) else {
+        panic!("not rejected")
+    };
+    assert_eq!(res.status, "REJECTED");
+    assert_eq!(res.component, "reflex");
+    assert_eq!(res.task_id, t.task_id);
+    assert!(
+        res.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("input too large: 101 bytes of goal (limit 100)"),
+        "{:?}",
+        res.reason
+    );
+
+    let (d, outs) = input(&bytes(&t));
+    assert_eq!(d.label(), "rejected");
+    let topics: Vec<&str> = outs.iter().map(|o| o.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "t1.octo.results.v1",
+            "replies",
+            "t1.octo.audit.v1",
+            "t1.octo.reflex.dedupe"
+        ],
+        "a result on both result topics, its audit event and its dedupe record; nothing routed"
+    );
+    for o in &outs[..2] {
+        assert_eq!(o.key.as_deref(), Some(t.task_id.as_bytes()));
+        let (name, v) = p.contracts.decode(&o.value).unwrap();
+        assert_eq!(name, TASK_RESULT);
+        assert_eq!(field(&v, "status"), Value::Enum(2, "REJECTED".into()));
+    }
+    let (name, ev) = p.contracts.decode(&outs[2].value).unwrap();
+    assert_eq!(name, AUDIT_EVENT);
+    assert_eq!(field(&ev, "stage"), Value::String("rejected".into()));
+    assert_eq!(field(&ev, "status"), Value::String("REJECTED".into()));
+    assert_eq!(field(&ev, "task_id"), Value::String(t.task_id.clone()));
+    let Value::Map(details) = field(&ev, "details") else {
+        panic!()
+    };
+    assert_eq!(details["goal_bytes"], Value::String("101".into()));
+    assert_eq!(details["max_goal_bytes"], Value::String("100".into()));
+    let Value::String(reason) = &details["reason"] else {
+        panic!()
+    };
+    assert!(reason.starts_with("input too large: 101 bytes of goal"));
+}
+
+#[test]
+fn the_default_goal_limit_rejects_a_pasted_dump_and_zero_turns_it_off() {
+    assert_eq!(DEFAULT_MAX_GOAL_BYTES, 64 * 1024);
+    let huge = task(&"word ".repeat(180_000)); // 900 KB, as in the chaos run
+    let bytes = pipeline(false)
+        .contracts
+        .encode(TASK_REQUEST, huge.to_value())
+        .unwrap();
+    let inp = Input {
+        payload: Some(&bytes),
+        ..Input::default()
+    };
+    assert_eq!(pipeline(false).decide(&inp, NOW).label(), "rejected");
+    assert_eq!(
+        pipeline(false)
+            .with_max_goal_bytes(0)
+            .decide(&inp, NOW)
+            .label(),
+        "routed"
+    );
+    // the benchmark baseline checks nothing
+    assert_eq!(pipeline(true).decide(&inp, NOW).label(), "routed");
 }

@@ -21,6 +21,7 @@ STAGES = (
     "routed",
     "quarantined",
     "rate_limited",
+    "rejected",
     "deduplicated",
     "dead_lettered",
     "received",

@@ -102,6 +102,9 @@ def reflex_run_argv(settings: Settings, *, instance: str | None = None) -> list[
         # cache may have moved or deleted; the contracts are where this package has them.
         "--schemas-dir",
         str(schemas_dir()),  # octollm.contracts.schemas: a folder in a checkout or a wheel
+        # explicit, so a limit set in octollm.toml (which the binary does not read) applies
+        "--max-goal-bytes",
+        str(settings.reflex_max_goal_bytes),
     ]
     if instance:
         argv += ["--instance", instance]

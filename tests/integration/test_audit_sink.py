@@ -8,6 +8,7 @@ sink subprocess has exited.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import signal
 import subprocess
@@ -34,8 +35,8 @@ from octollm.kafka.consumer import consumer_config
 from octollm.kafka.headers import REPLAY_GENERATION
 from octollm.kafka.producer import Headers, Producer
 from octollm.settings import Settings
-from octollm.topics import AUDIT, DLQ, RESULTS, full_name, topic_specs
-from tests.conftest import OCTOLLM, cli_env
+from octollm.topics import AUDIT, DLQ, RESULTS, TASKS, full_name, topic_specs
+from tests.conftest import OCTOLLM, cli_env, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -393,3 +394,71 @@ def test_undecodable_record_is_dead_lettered_and_the_sink_goes_on(
     assert len(letters) == 1
     assert isinstance(letters[0], DeadLetter)
     assert letters[0].payload == garbage and letters[0].headers == {"origin": "test"}
+
+
+# --- 6. a dead letter keyed by a task id is in that task's trace ---------------------------------
+
+
+def test_trace_finds_a_dead_lettered_task_by_its_key(settings: Settings, tmp_path: Path) -> None:
+    """Real reflex binary → real sink → real chDB → `octollm audit trace --json`: a record
+    keyed by a task id that fails to decode (bad UTF-8, cut short) is in that task's trace; a
+    record whose key is no task id is audited under no task."""
+    from tests.integration.test_reflex_stream import running_reflex, task
+
+    ensure_topics(settings, topic_specs(settings))
+    tasks_topic = full_name(settings, TASKS)
+    bad_utf8, cut = task("AAAA first"), task("Summarise the notes.")
+    raw = codec.encode(bad_utf8, topic=TASKS)
+    assert raw.count(b"AAAA") == 1
+    records = [
+        (str(bad_utf8.task_id), raw.replace(b"AAAA", b"\xff\xfe\xfd\xfc"), "InvalidUtf8"),
+        (str(cut.task_id), codec.encode(cut, topic=TASKS)[:-5], "TruncatedBody"),
+        ("order-17", codec.encode(task("x"), topic=TASKS)[:-5], "TruncatedBody"),
+    ]
+    store = open_store(settings)
+    try:
+        with (
+            running_reflex(settings, tmp_path, "--instance", "dl"),
+            running(AuditSink(settings, store)),
+        ):
+            produce(settings, tasks_topic, [(k, v, None) for k, v, _ in records])
+            wait_for(
+                lambda: (
+                    count(store, "audit_events", "stage = 'dead_lettered'") == 3
+                    and count(store, "dead_letters") == 3
+                ),
+                "three dead letters in the audit store",
+            )
+        stored = store.rows(
+            "SELECT task_id, details FROM audit_events FINAL WHERE stage = 'dead_lettered'"
+        )
+        letters = {
+            r["dead_letter_id"]: r["error_class"]
+            for r in store.rows("SELECT dead_letter_id, error_class FROM dead_letters FINAL")
+        }
+    finally:
+        store.close()  # let go of chDB: the CLI opens it itself
+    assert sorted(r["task_id"] for r in stored) == sorted(
+        ["", str(bad_utf8.task_id), str(cut.task_id)]
+    )
+
+    env = cli_env(
+        settings,
+        OCTO_AUDIT_DATA_DIR=str(settings.audit_store_dir),
+        OCTO_AUDIT_PORT=str(free_port()),
+    )
+    for key, _, error_class in records[:2]:
+        done = subprocess.run(
+            [OCTOLLM, "audit", "trace", key, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        [row] = json.loads(done.stdout)
+        assert (row["kind"], row["stage"], row["status"]) == ("stage", "dead_lettered", "FAILED")
+        assert row["component"] == "reflex"
+        assert row["details"]["error_class"] == error_class
+        assert letters[row["details"]["dead_letter_id"]] == error_class
+        assert row["details"]["source_topic"] == tasks_topic

@@ -26,6 +26,7 @@ from octollm.kafka.admin import ensure_topics
 from octollm.kafka.consumer import consumer_config
 from octollm.settings import Settings
 from octollm.topics import (
+    AUDIT,
     DLQ,
     QUARANTINE,
     RESULTS,
@@ -252,3 +253,53 @@ def test_reflex_passthrough_forwards_everything_unchecked(
         rec = codec.decode(m.value()).record
         assert rec["route"] == "orchestrator" and rec["tags"] == [] and rec["pii_findings"] == []
         assert rec["task"]["goal"] == inj.goal
+
+
+def test_reflex_rejects_an_oversize_goal_once_and_routes_its_neighbour(
+    isolated: Settings, tmp_path: Path
+) -> None:
+    """A 900 KB goal (the chaos run's) gets one REJECTED result naming its size, on the results
+    topic and its reply topic, and an audit event; the task next to it is routed as usual."""
+    ensure_topics(isolated, [*topic_specs(isolated), TopicSpec("replies", "test replies")])
+    codec = Codec()
+    replies = full_name(isolated, "replies")
+    huge = task("Summarise this log. " + "x" * 900_000, reply_topic=replies)
+    normal = task("Summarise the attached meeting notes in three bullet points.")
+    size = len(huge.goal.encode())
+    # the limit as `octollm worker reflex` passes it from the settings (the default, 64 KiB)
+    limit = str(isolated.reflex_max_goal_bytes)
+    with running_reflex(isolated, tmp_path, "--instance", "big", "--max-goal-bytes", limit):
+        producer = Producer(
+            {"bootstrap.servers": isolated.bootstrap_servers, "message.max.bytes": 2_000_000}
+        )
+        for t in (huge, normal):
+            producer.produce(
+                full_name(isolated, TASKS), codec.encode(t, topic=TASKS), key=str(t.task_id)
+            )
+        assert producer.flush(30) == 0
+        topics = {
+            "orch": full_name(isolated, routed("orchestrator")),
+            "quar": full_name(isolated, QUARANTINE),
+            "res": full_name(isolated, RESULTS),
+            "reply": replies,
+            "dlq": full_name(isolated, DLQ),
+            "audit": full_name(isolated, AUDIT),
+        }
+        expected = {"orch": 1, "quar": 0, "res": 1, "reply": 1, "dlq": 0, "audit": 2}
+        got = read_all(isolated, {topics[k]: n for k, n in expected.items()})
+    by = {k: [codec.decode(value_of(m)).record for m in got[topics[k]]] for k in topics}
+    counts = {k: len(v) for k, v in by.items()}
+    assert counts == expected, (counts, (tmp_path / "reflex.log").read_text())
+    [orch] = by["orch"]
+    assert str(orch["task"]["task_id"]) == str(normal.task_id)
+    for k in ("res", "reply"):
+        [res] = by[k]
+        assert str(res["task_id"]) == str(huge.task_id)
+        assert res["status"] == "REJECTED" and res["component"] == "reflex"
+        assert res["output"] is None
+        assert res["reason"].startswith(f"input too large: {size} bytes of goal (limit 65536)")
+    stages = {str(e["task_id"]): e for e in by["audit"]}
+    assert stages[str(huge.task_id)]["stage"] == "rejected"
+    assert stages[str(huge.task_id)]["status"] == "REJECTED"
+    assert stages[str(huge.task_id)]["details"]["goal_bytes"] == str(size)
+    assert stages[str(normal.task_id)]["stage"] == "routed"

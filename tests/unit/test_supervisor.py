@@ -309,3 +309,18 @@ def test_run_clients_keep_what_the_user_set(tmp_path: Path) -> None:
     got = kafka.client_settings(mine, _up(3, "127.0.0.1:29400,127.0.0.1:29500,127.0.0.1:29600"))
     assert got.bootstrap_servers == "kafka.example.internal:9092"
     assert (got.replication_factor, got.min_insync_replicas) == (2, 1)
+
+
+def test_reflex_run_argv_passes_the_goal_limit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from octollm.supervisor.reflex import reflex_run_argv
+
+    fake = tmp_path / "octollm-reflex"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("OCTO_REFLEX_BIN", str(fake))
+    argv = reflex_run_argv(Settings(reflex_max_goal_bytes=1234))
+    assert argv[argv.index("--max-goal-bytes") + 1] == "1234"
+    default = reflex_run_argv(Settings())
+    assert default[default.index("--max-goal-bytes") + 1] == str(64 * 1024)
