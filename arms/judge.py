@@ -11,7 +11,8 @@ Each criterion is classified once (`classify`) and checked the cheapest reliable
 Policy: a criterion the LLM could not answer (server down, unusable answer) is "unverified" and
 counts as failed: the judge never reports "passed" for what nobody checked (fail closed). With no
 criteria a non-empty draft passes with score 1.0, decided deterministically (no LLM call: the
-small local model's opinion of an unconstrained draft adds noise, not signal).
+small local model's opinion of an unconstrained draft adds noise, not signal). A draft made by a
+step that cut its input or its answer (the orchestrator's `truncated` input) never passes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ JUDGE_STEP = "judge"
 LLM_MAX_TOKENS = 96
 LLM_TIMEOUT_S = 30.0
 LLM_DRAFT_CHARS = 3000
+#: The check a draft fails when a step cut its input or output (docs/arms.md, `truncated`).
+COMPLETE_CRITERION = "(always) no step cut its input or its answer"
 VERDICT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {"passed": {"type": "boolean"}, "reason": {"type": "string"}},
@@ -377,9 +380,38 @@ async def judge_draft(
     task_id: str = "",
     steps: Mapping[str, str] | None = None,
     sandbox: Sandbox | None = None,
+    truncated: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Check `draft` against every criterion: deterministic first, the LLM for the rest.
-    Python criteria run in `sandbox` (default: the default `SandboxPolicy`)."""
+    Python criteria run in `sandbox` (default: the default `SandboxPolicy`). `truncated` (step
+    → what its arm cut) fails the draft whatever the criteria say: a cut answer is partial."""
+    verdict = await _judge_criteria(
+        goal, draft, criteria, llm=llm, meter=meter, task_id=task_id, steps=steps, sandbox=sandbox
+    )
+    if not truncated:
+        return verdict
+    cuts = "; ".join(f"step {s} cut its {what}" for s, what in sorted(truncated.items()))
+    check = Check(COMPLETE_CRITERION, False, "deterministic", f"the answer is partial: {cuts}")
+    checks = [*verdict.checks, check]
+    return Verdict(
+        passed=False,
+        score=round(sum(c.passed for c in checks) / len(checks), 4),
+        reasons=[*verdict.reasons, f"{check.criterion}: {check.detail}"],
+        checks=checks,
+    )
+
+
+async def _judge_criteria(
+    goal: str,
+    draft: str,
+    criteria: list[str],
+    *,
+    llm: LLMClient | None,
+    meter: UsageMeter,
+    task_id: str,
+    steps: Mapping[str, str] | None,
+    sandbox: Sandbox | None,
+) -> Verdict:
     if not criteria:
         ok = bool(draft.strip())
         check = Check(
@@ -458,6 +490,19 @@ def _criteria(raw: str | None) -> list[str]:
     return [raw.strip()]
 
 
+def _truncated(raw: str | None) -> dict[str, str]:
+    # the orchestrator's step → what it cut; unreadable counts as cut (fail closed)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {"?": raw[:100]}
+    if not isinstance(value, dict):
+        return {"?": raw[:100]}
+    return {str(k): str(v) for k, v in value.items() if str(v)}
+
+
 def _steps(raw: str | None) -> dict[str, str]:
     try:
         value = json.loads(raw) if raw else {}
@@ -487,6 +532,7 @@ class JudgeArm(Arm):
             task_id=task_id,
             steps=_steps(request.inputs.get("steps")),
             sandbox=Sandbox(SandboxPolicy.from_settings(ctx.settings)),
+            truncated=_truncated(request.inputs.get("truncated")),
         )
         ctx.log.info(
             "judged task_id=%s passed=%s score=%.2f checks=%s",

@@ -26,6 +26,7 @@ from octollm.orchestrator.plan import (
     CAP_REASON,
     CAP_RETRIEVE,
     DEFAULT_MAX_STEPS,
+    InputTooLarge,
     Plan,
     PlanError,
     fallback_plan,
@@ -33,7 +34,7 @@ from octollm.orchestrator.plan import (
     plannable_arms,
     validate_plan,
 )
-from octollm.runtime.arm import Arm, ArmContext, ArmOutput
+from octollm.runtime.arm import TRUNCATED, Arm, ArmContext, ArmOutput, clip
 
 __all__ = [
     "PLAN_STEP",
@@ -337,19 +338,25 @@ def _fallback(inputs: PlanInputs, arms: Mapping[str, Collection[str]], note: str
 
 
 def build_reason_messages(
-    instruction: str, context: str, dependencies: Mapping[str, str]
+    instruction: str,
+    context: str,
+    dependencies: Mapping[str, str],
+    cut: list[str] | None = None,
 ) -> list[dict[str, str]]:
-    """The prompt of a reason step: context and earlier results (clipped), then the question."""
+    """The prompt of a reason step: context and earlier results (clipped, each clipped part
+    named in `cut`), then the question."""
+    cut = [] if cut is None else cut
     budget = REASON_INPUT_CHARS
     parts: list[str] = []
     if context.strip():
-        clip = context.strip()[: budget // 3]
-        parts.append(f"Context:\n{clip}")
-        budget -= len(clip)
+        kept = clip(context.strip(), budget // 3, "context", cut)
+        parts.append(f"Context:\n{kept}")
+        budget -= len(kept)
     if dependencies:
         share = max(200, budget // len(dependencies))
         for step_id, output in sorted(dependencies.items()):
-            parts.append(f"Result of step {step_id}:\n{output.strip()[:share]}")
+            kept = clip(output.strip(), share, f"result of {step_id}", cut)
+            parts.append(f"Result of step {step_id}:\n{kept}")
     parts.append(f"Instruction: {instruction.strip()}")
     return [
         {"role": "system", "content": _SYSTEM_REASON},
@@ -380,6 +387,8 @@ class PlannerArm(Arm):
         answer = await self._ask_for_plan(inputs, arms, ctx.llm, meter, task_id)
         try:
             plan = choose_plan(answer, inputs, arms)
+        except InputTooLarge as e:  # no retry can help: the task is refused, saying why
+            return ArmOutput(status=ArmStatus.REJECTED, reason=str(e))
         except PlanError as e:  # even the fallback is impossible: no arm can answer
             return ArmOutput(status=ArmStatus.FAILED, reason=f"no plan possible: {e}")
         ctx.log.info(
@@ -429,7 +438,8 @@ class PlannerArm(Arm):
             if request.max_tokens <= 0:
                 return ArmOutput(status=ArmStatus.FAILED, reason="the task's token budget is spent")
             max_tokens = min(max_tokens, int(request.max_tokens))
-        messages = build_reason_messages(request.instruction, request.context, request.inputs)
+        cut: list[str] = []
+        messages = build_reason_messages(request.instruction, request.context, request.inputs, cut)
         try:
             completion = await ctx.llm.complete(
                 messages,
@@ -454,8 +464,10 @@ class PlannerArm(Arm):
             reason = "the LLM returned an empty answer"
             return ArmOutput(status=ArmStatus.FAILED, reason=reason, usage=_usage(meter))
         artifacts = {"model": completion.model}
-        if completion.truncated:
-            artifacts["truncated"] = "true"
+        if completion.truncated:  # stopped at max_tokens: the answer itself is cut
+            cut.append("output")
+        if cut:
+            artifacts[TRUNCATED] = ",".join(cut)
         return ArmOutput(output=answer, artifacts=artifacts, usage=_usage(meter))
 
 

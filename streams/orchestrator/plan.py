@@ -38,6 +38,10 @@ class PlanError(ValueError):
     """A proposed plan is unusable; the message says why (it ends up in the audit)."""
 
 
+class InputTooLarge(PlanError):
+    """The goal does not fit a step's instruction: the task is REJECTED, never answered cut."""
+
+
 class Step(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -192,18 +196,30 @@ def fallback_plan(
     deps = tuple(s.id for s in steps)
     coder = _arm_with(CAP_CODE, capabilities) if "code" in tags else None
     if coder:
-        steps.append(Step(id="code", arm=coder, instruction=_clip(goal), depends_on=deps))
+        steps.append(Step(id="code", arm=coder, instruction=_whole(goal), depends_on=deps))
     else:
         reasoner = _arm_with(CAP_REASON, capabilities)
         if reasoner is None:
             raise PlanError("no registered arm can answer (none has the 'reason' capability)")
-        steps.append(Step(id="answer", arm=reasoner, instruction=_clip(goal), depends_on=deps))
+        steps.append(Step(id="answer", arm=reasoner, instruction=_whole(goal), depends_on=deps))
     return Plan(steps=tuple(steps), source="fallback", note=note)
 
 
 def _clip(text: str) -> str:
     text = text.strip() or "(empty goal)"
     return text[:MAX_INSTRUCTION_CHARS]
+
+
+def _whole(goal: str) -> str:
+    """The goal as a step's instruction, never cut: a cut goal would be answered in part and
+    judged as if whole."""
+    text = goal.strip() or "(empty goal)"
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise InputTooLarge(
+            f"input too large: the goal has {len(text)} characters and a step's instruction "
+            f"holds at most {MAX_INSTRUCTION_CHARS}; send a shorter goal"
+        )
+    return text
 
 
 def plan_json_schema(arms: Collection[str], max_steps: int = DEFAULT_MAX_STEPS) -> dict[str, Any]:

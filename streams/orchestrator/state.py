@@ -36,6 +36,7 @@ from octollm.contracts.models import (
 from octollm.orchestrator.plan import (
     CAP_CODE,
     DEFAULT_MAX_STEPS,
+    InputTooLarge,
     Plan,
     PlanError,
     fallback_plan,
@@ -101,6 +102,7 @@ class StepState(BaseModel):
     output: str = ""
     reason: str | None = None
     final_status: str | None = None  # the ArmStatus of the last result
+    truncated: str = ""  # what the arm cut to answer (its `truncated` artifact); judge fails it
     usage: Usage = Field(default_factory=Usage)
     first_dispatched_at: datetime | None = None
     timeout_at: datetime | None = None
@@ -437,6 +439,9 @@ def _dispatch_stage(state: TaskState, fx: Effects, now: datetime, cfg: Config) -
             "criteria": json.dumps(task.acceptance_criteria),
             "steps": json.dumps({s.step_id: s.output for s in state.steps.values()}),
         }
+        cut = {s.step_id: s.truncated for s in state.steps.values() if s.truncated}
+        if cut:
+            inputs["truncated"] = json.dumps(cut)
     else:
         inputs = {
             "output": state.draft,
@@ -491,6 +496,8 @@ def _use_plan(
             plan = fallback_plan(
                 state.routed.task.goal, tags=state.routed.tags, capabilities=arms, note=why
             )
+        except InputTooLarge as exc:
+            return _finish(state, fx, now, TaskStatus.REJECTED, reason=str(exc))
         except PlanError as exc:
             return _finish(state, fx, now, TaskStatus.FAILED, reason=f"no usable plan: {exc}")
     state.plan = plan
@@ -695,6 +702,7 @@ def _on_step_result(
     if result.status is ArmStatus.OK:
         call.status = "done"
         call.output = result.output
+        call.truncated = result.artifacts.get("truncated", "")  # runtime.arm.TRUNCATED
         if all(s.status == "done" for s in state.steps.values()):
             sinks = sink_steps(state.plan)
             state.draft = "\n\n".join(state.steps[s.id].output for s in sinks)

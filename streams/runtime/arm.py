@@ -54,6 +54,11 @@ ARM_DEAD_LETTERS = Counter(
 )
 
 
+#: Artifact naming what an arm cut to fit its prompt or its answer (comma list, e.g.
+#: "context,output"): an OK result with it is a partial answer, and the judge fails it.
+TRUNCATED = "truncated"
+
+
 class ArmOutput(BaseModel):
     """What an arm's `handle` returns; the runtime turns it into an `ArmResult`."""
 
@@ -64,6 +69,16 @@ class ArmOutput(BaseModel):
     reason: str | None = None
     artifacts: dict[str, str] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
+
+
+def clip(text: str, limit: int, what: str, cut: list[str]) -> str:
+    """`text[:limit]`, adding `what` to `cut` when that drops anything: an arm never shortens
+    its input without saying so (it reports `cut` as the `truncated` artifact)."""
+    if len(text) <= limit:
+        return text
+    if what not in cut:
+        cut.append(what)
+    return text[:limit]
 
 
 class TaskLog(logging.LoggerAdapter):  # type: ignore[type-arg]

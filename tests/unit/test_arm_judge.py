@@ -218,3 +218,30 @@ async def test_code_criteria_are_unverified_when_the_sandbox_refuses():
     check = body["checks"][0]
     assert check["unverified"] is True
     assert check["detail"].startswith("unverified: the sandbox refused to run the code:")
+
+
+async def test_a_draft_a_step_cut_never_passes():
+    cut = {"answer": "output"}
+    verdict = await judge_draft("x", "an answer", [], llm=None, meter=UsageMeter(), truncated=cut)
+    assert not verdict.passed and verdict.score == 0.5
+    assert verdict.checks[-1].method == "deterministic" and not verdict.checks[-1].passed
+    assert "step answer cut its output" in verdict.reasons[-1]
+    # even with every criterion met
+    verdict = await judge_draft(
+        "x", "an answer", ["no TODO"], llm=None, meter=UsageMeter(), truncated=cut
+    )
+    assert not verdict.passed and verdict.checks[0].passed
+    # nothing cut: passes as before
+    whole = await judge_draft("x", "an answer", [], llm=None, meter=UsageMeter(), truncated={})
+    assert whole.passed
+
+
+async def test_the_judge_arm_reads_the_orchestrators_truncated_input():
+    settings = down_settings()
+    ctx = Ctx(settings=settings, llm=LLMClient(settings))
+    req = request("an answer", [])
+    for raw in (json.dumps({"answer": "context,output"}), "not json"):  # unreadable: cut
+        req.inputs["truncated"] = raw
+        out = await JudgeArm().handle(req, ctx)
+        assert out.status is ArmStatus.OK and out.artifacts["passed"] == "false", raw
+    await ctx.llm.aclose()

@@ -324,3 +324,24 @@ def test_a_plan_borrowing_the_few_shot_topic_falls_back():
         borrowed, PlanInputs(goal="Explain briefly why the sky is blue."), ONLY_PLANNER
     )
     assert own.source == "llm"
+
+
+async def test_plan_step_refuses_a_goal_no_step_can_hold():
+    settings = down_settings()
+    ctx = Ctx(settings, LLMClient(settings))
+    out = await PlannerArm().handle(plan_request("Summarise: " + "x" * 5000, []), ctx)
+    await ctx.llm.aclose()
+    assert out.status is ArmStatus.REJECTED
+    assert (out.reason or "").startswith("input too large: the goal has 5011 characters")
+
+
+async def test_reason_step_says_what_it_cut():
+    ctx = Ctx(Settings(), LLMClient(Settings(), transport=recorded("An answer.")))
+    req = plan_request(PROSE_GOAL, []).model_copy(
+        update={"step_id": "answer", "inputs": {"s1": "y" * 20_000}, "context": "c" * 5000}
+    )
+    out = await PlannerArm().handle(req, ctx)
+    assert out.status is ArmStatus.OK and out.artifacts["truncated"] == "context,result of s1"
+    whole = req.model_copy(update={"inputs": {"s1": "short"}, "context": "short"})
+    out = await PlannerArm().handle(whole, ctx)
+    assert out.status is ArmStatus.OK and "truncated" not in out.artifacts

@@ -7,6 +7,8 @@ import json
 import pytest
 
 from octollm.orchestrator.plan import (
+    MAX_INSTRUCTION_CHARS,
+    InputTooLarge,
     Plan,
     PlanError,
     Step,
@@ -111,3 +113,11 @@ def test_plan_round_trips_through_json_and_schema_lists_arms() -> None:
     items = schema["properties"]["steps"]
     assert items["maxItems"] == 3
     assert items["items"]["properties"]["arm"]["enum"] == ["coder", "planner"]
+
+
+def test_fallback_plan_never_cuts_the_goal() -> None:
+    plannable = plannable_arms(CAPS)
+    fits = "a" * MAX_INSTRUCTION_CHARS
+    assert fallback_plan(fits, tags=[], capabilities=plannable).steps[-1].instruction == fits
+    with pytest.raises(InputTooLarge, match="input too large: the goal has 4001 characters"):
+        fallback_plan(fits + "b", tags=["code"], capabilities=plannable)

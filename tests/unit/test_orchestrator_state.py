@@ -382,3 +382,28 @@ def test_code_steps_get_the_tasks_acceptance_criteria_other_steps_do_not() -> No
     plain = Run(routed())
     fx = plain.plan(TWO_PARALLEL)
     assert all("acceptance_criteria" not in r.inputs for r in fx.requests)
+
+
+def test_a_step_that_cut_its_input_is_named_to_the_judge() -> None:
+    run = Run(routed())
+    run.plan({"steps": [{"id": "s", "arm": "coder", "instruction": "x", "depends_on": []}]})
+    cut = answer(run.take("s"), "def add(a, b): ...")
+    run.feed(cut.model_copy(update={"artifacts": {"truncated": "context,output"}}))
+    judge = run.take("judge")
+    assert json.loads(judge.inputs["truncated"]) == {"s": "context,output"}
+    # a whole answer sends no such input
+    run = Run(routed())
+    run.plan({"steps": [{"id": "s", "arm": "coder", "instruction": "x", "depends_on": []}]})
+    run.feed(answer(run.take("s"), "def add(a, b): return a + b"))
+    assert "truncated" not in run.take("judge").inputs
+
+
+def test_a_goal_too_long_for_the_fallback_plan_is_rejected_not_cut() -> None:
+    task = routed()
+    task = task.model_copy(
+        update={"task": task.task.model_copy(update={"goal": "Write add. " + "x" * 5000})}
+    )
+    run = Run(task)
+    fx = run.feed(answer(run.take("plan"), "not a plan"))
+    assert fx.result is not None and fx.result.status is TaskStatus.REJECTED
+    assert (fx.result.reason or "").startswith("input too large: the goal has 5011 characters")
