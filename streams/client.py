@@ -32,7 +32,7 @@ from octollm.codec.errors import CodecError
 from octollm.contracts.models import TaskRequest, TaskResult
 from octollm.kafka.admin import cluster_metadata, partitions_of
 from octollm.kafka.consumer import (
-    EndTracker,
+    RangeTracker,
     StartPosition,
     consumer_config,
     end_offsets,
@@ -219,7 +219,7 @@ class OctoClient:
             consumer_config(self.settings, group_id=group_id, client_id=self._client_id),
             max_workers=2,
         )
-        tracker: EndTracker | None = None
+        tracker: RangeTracker | None = None
         try:
             if group_id is None:
                 raw, timeout = consumer._consumer, self.settings.connect_timeout_s
@@ -230,7 +230,8 @@ class OctoClient:
                     ends = await loop.run_in_executor(
                         None, end_offsets, raw, name, partitions, timeout
                     )
-                    tracker = EndTracker(assignment, ends)
+                    # the same end rule as read_range, the synchronous readers' loop
+                    tracker = RangeTracker({tp.partition: tp.offset for tp in assignment}, ends)
                 await consumer.assign(assignment)
             else:
                 await consumer.subscribe([name])
@@ -239,8 +240,8 @@ class OctoClient:
                 for msg in batch:
                     if msg.error() is not None:
                         continue
-                    if tracker is not None:
-                        tracker.seen(msg.partition(), msg.offset())
+                    if tracker is not None and not tracker.admit(msg.partition(), msg.offset()):
+                        continue
                     try:
                         yield self._codec.decode(msg.value() or b"", topic=name)
                     except CodecError as exc:
@@ -252,7 +253,7 @@ class OctoClient:
                             exc,
                         )
                 if tracker is not None and not batch:
-                    tracker.update(
+                    tracker.passed(
                         await consumer.position([TopicPartition(name, p) for p in tracker.pending])
                     )
         finally:

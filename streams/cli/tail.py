@@ -9,20 +9,13 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Message
 
 from octollm import jsonable
 from octollm.cli.errors import CliError
 from octollm.codec import Codec
 from octollm.codec.errors import CodecError
-from octollm.kafka.admin import partitions_of
-from octollm.kafka.consumer import (
-    EndTracker,
-    StartPosition,
-    consumer_config,
-    end_offsets,
-    start_offsets,
-)
+from octollm.kafka.consumer import StartPosition, read_range
 from octollm.settings import get_settings
 from octollm.topics import full_name
 
@@ -90,9 +83,7 @@ def tail(
         raise CliError(f"--from: {exc}", exit_code=2) from None
     settings = get_settings()
     name = full_name(settings, topic)
-    partitions = partitions_of(settings, name)
     codec = Codec(registry_url=settings.schema_registry_url)
-    consumer = Consumer(consumer_config(settings, client_id="octollm-tail"))
     stop = False
 
     def _stop(_sig: int, _frame: FrameType | None) -> None:
@@ -101,32 +92,15 @@ def tail(
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
+    records = read_range(
+        settings, name, position, follow=follow, client_id="octollm-tail", stopped=lambda: stop
+    )
     try:
-        assignment = start_offsets(consumer, name, partitions, position, settings.connect_timeout_s)
-        ends = end_offsets(consumer, name, partitions, settings.connect_timeout_s)
-        consumer.assign(assignment)
-        tracker = EndTracker(assignment, ends)
-        shown = 0
-        while not stop:
-            batch = consumer.consume(num_messages=500, timeout=0.2)
-            for msg in batch:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise CliError(f"reading {name}: {err.str()}")
-                tracker.seen(msg.partition() or 0, msg.offset() or 0)
-                rec = _record(msg, codec)
-                sys.stdout.write((jsonable.dumps(rec) if as_json else _human(rec)) + "\n")
-                shown += 1
-                if limit is not None and shown >= limit:
-                    return
-            if not follow:
-                tracker.update(
-                    consumer.position([TopicPartition(name, p) for p in tracker.pending])
-                )
-                if tracker.done:
-                    return
+        for shown, msg in enumerate(records, start=1):
+            rec = _record(msg, codec)
+            sys.stdout.write((jsonable.dumps(rec) if as_json else _human(rec)) + "\n")
+            if limit is not None and shown >= limit:
+                return
     finally:
+        records.close()  # the reader's consumer leaves now, not when collected
         sys.stdout.flush()
-        consumer.close()

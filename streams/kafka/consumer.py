@@ -1,14 +1,18 @@
-"""Consumers and start positions (`beginning`, `end`, an offset, or a point in time)."""
+"""Consumers, start positions (`beginning`, `end`, an offset, or a point in time) and the one
+bounded reader of a topic (`read_range`)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
+from octollm.kafka.admin import partitions_of
+from octollm.kafka.exceptions import KafkaClientError
 from octollm.settings import Settings
 
 
@@ -100,29 +104,107 @@ def end_offsets(
     }
 
 
-class EndTracker:
-    """Tells a bounded read when every partition has reached the end seen when it started.
+class RangeTracker:
+    """Which partitions of a read from `starts` to `ends` (excluded) still have records to give.
 
-    It trusts consumer positions, not just the last offset seen, because transaction markers
-    occupy offsets that a read_committed consumer never receives.
+    Transaction markers take offsets that a read_committed consumer never receives, so a
+    partition is done when its last record arrives or when its position, not just the last
+    offset seen, reaches its end. With no `ends` (follow) no partition is ever done.
     """
 
-    def __init__(self, assignment: list[TopicPartition], ends: dict[int, int]) -> None:
-        self._ends = ends
-        self._positions = {tp.partition: tp.offset for tp in assignment}
+    def __init__(self, starts: Mapping[int, int], ends: Mapping[int, int] | None) -> None:
+        self.ends = ends
+        self.pending = {p for p, o in starts.items() if ends is None or o < ends[p]}
 
-    def seen(self, partition: int, offset: int) -> None:
-        self._positions[partition] = max(self._positions.get(partition, 0), offset + 1)
+    def admit(self, partition: int, offset: int) -> bool:
+        """Whether the record at `offset` belongs to the read (one fetched past the end, or
+        after its partition was done, does not)."""
+        if partition not in self.pending:
+            return False
+        if self.ends is None:
+            return True
+        end = self.ends[partition]
+        if offset + 1 >= end:
+            self.pending.discard(partition)
+        return offset < end
 
-    def update(self, positions: list[TopicPartition]) -> None:
-        for tp in positions:
-            if tp.offset >= 0:  # negative: not fetched yet, position unknown
-                self._positions[tp.partition] = tp.offset
-
-    @property
-    def pending(self) -> list[int]:
-        return [p for p, end in self._ends.items() if self._positions.get(p, 0) < end]
+    def passed(self, positions: list[TopicPartition]) -> list[int]:
+        """Finish the partitions whose position reached their end; returns them."""
+        if self.ends is None:
+            return []
+        finished = [
+            tp.partition
+            for tp in positions
+            if tp.partition in self.pending and 0 <= self.ends[tp.partition] <= tp.offset
+        ]
+        self.pending.difference_update(finished)
+        return finished
 
     @property
     def done(self) -> bool:
-        return not self.pending
+        return self.ends is not None and not self.pending
+
+
+Bound = StartPosition | Mapping[int, int]
+
+
+def read_range(
+    settings: Settings,
+    topic: str,
+    start: Bound,
+    stop: Bound | None = None,
+    *,
+    follow: bool = False,
+    client_id: str = "octollm-reader",
+    stopped: Callable[[], bool] | None = None,
+    batch: int = 500,
+) -> Generator[Message, None, None]:
+    """Every committed record of `topic` from `start` up to `stop` (excluded), in order per
+    partition: the one loop behind `tail`, `dlq`, `replay` and the SDK's bounded reads.
+
+    `start` and `stop` are positions (resolved per partition) or offsets per partition; the
+    partitions read are those of `start`. `stop=None` is the end of each partition when the
+    read starts, so records that arrive later are not part of it; `follow=True` has no end.
+    `stopped` is asked between batches (a signal handler's flag). The reader commits nothing.
+    A broker error other than a transient one raises `KafkaClientError`.
+    """
+    consumer = Consumer(consumer_config(settings, client_id=client_id))
+    try:
+        timeout = settings.connect_timeout_s
+        partitions = sorted(start) if isinstance(start, Mapping) else partitions_of(settings, topic)
+
+        def resolve(bound: Bound) -> dict[int, int]:
+            if isinstance(bound, Mapping):
+                return dict(bound)
+            found = start_offsets(consumer, topic, partitions, bound, timeout)
+            return {tp.partition: tp.offset for tp in found}
+
+        starts = resolve(start)
+        if follow:
+            ends = None
+        elif stop is None:
+            ends = end_offsets(consumer, topic, partitions, timeout)
+        else:
+            ends = resolve(stop)
+        tracker = RangeTracker(starts, ends)
+        if not tracker.pending:
+            return
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in sorted(tracker.pending)])
+        while not tracker.done and not (stopped is not None and stopped()):
+            msgs = consumer.consume(num_messages=batch, timeout=0.2)
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    raise KafkaClientError(f"reading {topic}: {err.str()}")
+                partition: int = msg.partition()  # type: ignore[assignment]
+                if tracker.admit(partition, msg.offset()):  # type: ignore[arg-type]
+                    yield msg
+                if partition not in tracker.pending:
+                    consumer.pause([TopicPartition(topic, partition)])
+            if not msgs and tracker.pending:
+                positions = consumer.position([TopicPartition(topic, p) for p in tracker.pending])
+                finished = tracker.passed(positions)
+                if finished:
+                    consumer.pause([TopicPartition(topic, p) for p in finished])
+    finally:
+        consumer.close()

@@ -13,25 +13,17 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 
 from octollm.codec import Codec
 from octollm.codec.errors import CodecError
 from octollm.contracts.models import AuditEvent, DeadLetter
-from octollm.kafka.admin import partitions_of
-from octollm.kafka.consumer import (
-    EndTracker,
-    StartPosition,
-    consumer_config,
-    end_offsets,
-    start_offsets,
-)
-from octollm.kafka.exceptions import KafkaClientError, ProduceFailed
+from octollm.kafka.consumer import StartPosition, read_range
+from octollm.kafka.exceptions import ProduceFailed
 from octollm.kafka.headers import REPLAY_GENERATION, generation_of
 from octollm.kafka.producer import producer_config
 from octollm.moments import parse_moment
@@ -79,34 +71,6 @@ def matches_reason(letter: DeadLetter, wanted: str) -> bool:
     return letter.error_class == wanted or wanted.casefold() in letter.reason.casefold()
 
 
-def _bounded_messages(settings: Settings, topic: str, position: StartPosition) -> Iterator[Message]:
-    """Every record of `topic` from `position` to the end seen when the read started."""
-    partitions = partitions_of(settings, topic)
-    consumer = Consumer(consumer_config(settings, client_id="octollm-dlq"))
-    try:
-        assignment = start_offsets(
-            consumer, topic, partitions, position, settings.connect_timeout_s
-        )
-        ends = end_offsets(consumer, topic, partitions, settings.connect_timeout_s)
-        consumer.assign(assignment)
-        tracker = EndTracker(assignment, ends)
-        while not tracker.done:
-            for msg in consumer.consume(num_messages=500, timeout=0.2):
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise KafkaClientError(f"reading {topic}: {err.str()}")
-                partition, offset = msg.partition() or 0, msg.offset() or 0
-                if offset >= ends.get(partition, 0):
-                    continue  # arrived after the read started: not part of this snapshot
-                tracker.seen(partition, offset)
-                yield msg
-            tracker.update(consumer.position([TopicPartition(topic, p) for p in tracker.pending]))
-    finally:
-        consumer.close()
-
-
 def read_dead_letters(
     settings: Settings, *, since: datetime | None = None, reason: str | None = None
 ) -> list[StoredDeadLetter]:
@@ -116,7 +80,7 @@ def read_dead_letters(
     codec = Codec(max_bytes=MAX_DLQ_BYTES)
     position = StartPosition("time", time=since) if since else StartPosition("beginning")
     found = []
-    for msg in _bounded_messages(settings, topic, position):
+    for msg in read_range(settings, topic, position, client_id="octollm-dlq"):
         try:
             letter = codec.decode_model(msg.value(), topic=topic)
         except CodecError as exc:

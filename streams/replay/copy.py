@@ -17,11 +17,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, Message, Producer
 
 from octollm.codec import Codec
 from octollm.codec.errors import CodecError
-from octollm.kafka.consumer import consumer_config
+from octollm.kafka.consumer import read_range
 from octollm.kafka.exceptions import KafkaClientError
 from octollm.kafka.headers import REPLAY_GENERATION, REPLAY_OF, HeadersLike, generation_of
 from octollm.kafka.producer import producer_config
@@ -37,6 +37,8 @@ PRODUCER_OVERRIDES: dict[str, Any] = {
     "delivery.report.only.error": True,
 }
 _BATCH = 10_000
+#: Progress (and the producer's delivery callbacks) every this many records read.
+_PROGRESS_EVERY = 5_000
 Header = tuple[str, str | bytes | None]
 
 
@@ -165,7 +167,6 @@ class Replay:
         pending = {r.partition: r for r in self.ranges if r.size > 0}
         if not pending:
             return report
-        consumer = Consumer(consumer_config(self.settings, client_id="octollm-replay"))
         producer = (
             None
             if self.dry_run
@@ -181,10 +182,8 @@ class Replay:
         )
         started = time.monotonic()
         try:
-            consumer.assign([TopicPartition(self.topic, p, r.start) for p, r in pending.items()])
-            self._copy(consumer, producer, pending, reports)
+            self._copy(producer, pending, reports)
         finally:
-            consumer.close()
             if producer is not None:
                 remaining = producer.flush(60)
                 if remaining:
@@ -196,38 +195,28 @@ class Replay:
 
     def _copy(
         self,
-        consumer: Consumer,
         producer: Producer | None,
         pending: dict[int, PartitionRange],
         reports: dict[int, PartitionReport],
     ) -> None:
         topic, target = self.topic, self.target
         paced = self._pacer.active
-        sent = reported = 0
-
-        def finish(partition: int) -> None:
-            del pending[partition]
-            consumer.pause([TopicPartition(topic, partition)])
-
+        sent = read = 0
+        records = read_range(
+            self.settings,
+            topic,
+            {p: r.start for p, r in pending.items()},
+            {p: r.end for p, r in pending.items()},
+            client_id="octollm-replay",
+            batch=_BATCH,
+        )
         wanted = self._wanted if self.record_filter is not None else None
-        while pending:
-            batch = consumer.consume(num_messages=_BATCH, timeout=0.5)
+        try:
             # The loop below runs once per record: it avoids calls it does not need.
-            for msg in batch:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        continue
-                    raise ReplayFailed(f"reading {topic}: {err.str()}")
+            for msg in records:
                 p: int = msg.partition()  # type: ignore[assignment]
-                offset: int = msg.offset()  # type: ignore[assignment]
-                rng = pending.get(p)
-                if rng is None:
-                    continue  # fetched before its partition was paused
-                if offset >= rng.end:
-                    finish(p)
-                    continue
                 rep = reports[p]
+                read += 1
                 if wanted is not None and not wanted(msg):
                     rep.skipped += 1
                 else:
@@ -239,23 +228,18 @@ class Replay:
                     if producer is not None:
                         if paced:
                             self._pacer.wait(sent)
-                        self._send(producer, msg, target, p, offset)
+                        self._send(producer, msg, target, p, msg.offset())  # type: ignore[arg-type]
                         sent += 1
-                        if paced:  # slow by request: show progress as it happens
-                            self._on_progress(1)
-                            reported += 1
-                if offset + 1 >= rng.end:
-                    finish(p)
-            if producer is not None:
-                producer.poll(0)
-            self._on_progress(len(batch) - reported)
-            reported = 0
-            if not batch and pending:
-                # read_committed never delivers transaction markers, which take offsets too:
-                # a partition whose position passed its end is done though no record said so.
-                for tp in consumer.position([TopicPartition(topic, p) for p in pending]):
-                    if tp.offset >= pending[tp.partition].end:
-                        finish(tp.partition)
+                if paced or read >= _PROGRESS_EVERY:  # slow by request: show it as it happens
+                    self._on_progress(read)
+                    read = 0
+                    if producer is not None:
+                        producer.poll(0)
+        except KafkaClientError as exc:
+            raise ReplayFailed(str(exc)) from None
+        finally:
+            records.close()
+        self._on_progress(read)
 
     def _send(self, producer: Producer, msg: Message, target: str, p: int, offset: int) -> None:
         headers = replay_headers(msg.headers(), f"{self.topic}/{p}/{offset}")

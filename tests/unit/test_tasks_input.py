@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from octollm.contracts.models import Priority, TaskRequest
-from octollm.kafka.consumer import EndTracker, StartPosition
+from octollm.kafka.consumer import RangeTracker, StartPosition
 from octollm.tasks import TaskInputError, parse_jsonl, task_from_dict
 
 pytestmark = pytest.mark.unit
@@ -73,14 +73,23 @@ def test_bad_start_positions(text: str) -> None:
         StartPosition.parse(text)
 
 
-def test_end_tracker_uses_positions_past_transaction_markers() -> None:
+def test_range_tracker_uses_positions_past_transaction_markers() -> None:
     from confluent_kafka import TopicPartition
 
-    tracker = EndTracker([TopicPartition("t", 0, 0), TopicPartition("t", 1, 5)], {0: 3, 1: 5})
-    assert tracker.pending == [0]
-    tracker.seen(0, 1)  # offset 2 is a commit marker a read_committed reader never sees
+    tracker = RangeTracker({0: 0, 1: 5}, {0: 3, 1: 5})
+    assert tracker.pending == {0}  # partition 1 starts at its end: nothing to read
+    assert tracker.admit(0, 1)  # offset 2 is a commit marker a read_committed reader never sees
     assert not tracker.done
-    tracker.update([TopicPartition("t", 0, -1001)])  # unknown position changes nothing
+    assert tracker.passed([TopicPartition("t", 0, -1001)]) == []  # position unknown
     assert not tracker.done
-    tracker.update([TopicPartition("t", 0, 3)])
+    assert tracker.passed([TopicPartition("t", 0, 3)]) == [0]
     assert tracker.done
+
+
+def test_range_tracker_ends_a_partition_with_its_last_record_and_drops_later_ones() -> None:
+    tracker = RangeTracker({0: 0}, {0: 2})
+    assert tracker.admit(0, 0) and tracker.admit(0, 1)
+    assert tracker.done
+    assert not tracker.admit(0, 2)  # arrived after the read began
+    follow = RangeTracker({0: 0}, None)
+    assert follow.admit(0, 10**9) and not follow.done
