@@ -21,6 +21,7 @@ pub const TASK_STATUSES: [&str; 6] = [
     "RATE_LIMITED",
     "TIMED_OUT",
 ];
+pub const VERIFICATION_METHODS: [&str; 4] = ["NONE", "DETERMINISTIC", "LLM_JUDGE", "TESTS"];
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Budget {
@@ -366,6 +367,14 @@ impl TaskResult {
             ("created_at", Value::TimestampMillis(self.created_at)),
             ("completed_at", Value::TimestampMillis(self.completed_at)),
             ("component", Value::String(self.component.clone())),
+            // The reflex layer decides before any answer exists: nothing checked one (NONE).
+            (
+                "verification",
+                rec(vec![
+                    ("method", enum_value(&VERIFICATION_METHODS, "NONE")),
+                    ("checks", Value::Array(vec![])),
+                ]),
+            ),
         ])
     }
 }

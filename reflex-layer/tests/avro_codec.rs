@@ -271,9 +271,53 @@ fn enum_symbols(dir: &Path, name: &str) -> Vec<String> {
 /// The symbol lists model.rs writes by index must be the schemas' own, in order.
 #[test]
 fn enum_symbols_in_model_match_the_schemas() {
-    use octollm_reflex::model::{PRIORITIES, SEVERITIES, TASK_STATUSES};
+    use octollm_reflex::model::{PRIORITIES, SEVERITIES, TASK_STATUSES, VERIFICATION_METHODS};
     let dir = Contracts::default_dir();
     assert_eq!(enum_symbols(&dir, "Priority"), PRIORITIES);
     assert_eq!(enum_symbols(&dir, "Severity"), SEVERITIES);
     assert_eq!(enum_symbols(&dir, "TaskStatus"), TASK_STATUSES);
+    assert_eq!(
+        enum_symbols(&dir, "VerificationMethod"),
+        VERIFICATION_METHODS
+    );
+}
+
+/// The reflex layer's results (QUARANTINED, REJECTED, RATE_LIMITED) are written with the current
+/// TaskResult schema and say that nothing checked an answer: `verification` NONE, no checks.
+#[test]
+fn task_results_the_reflex_writes_say_nothing_verified_them() {
+    use apache_avro::types::Value;
+    use octollm_reflex::model::{TaskResult, TASK_RESULT};
+    let c = contracts();
+    let result = TaskResult {
+        task_id: "6f1c1a3e-0d6b-4f7e-9a51-2b7c3d4e5f60".into(),
+        tenant_id: "acme".into(),
+        status: "QUARANTINED".into(),
+        output: None,
+        reason: Some("prompt injection".into()),
+        created_at: 1_767_225_600_000,
+        completed_at: 1_767_225_600_001,
+        component: "reflex".into(),
+    };
+    let bytes = c.encode(TASK_RESULT, result.to_value()).expect("encodes");
+    let (name, value) = c.decode(&bytes).expect("decodes");
+    assert_eq!(name, TASK_RESULT);
+    let Value::Record(fields) = value else {
+        panic!("not a record")
+    };
+    let (_, verification) = fields
+        .iter()
+        .find(|(n, _)| n == "verification")
+        .expect("verification field");
+    let Value::Record(v) = verification else {
+        panic!("verification is not a record")
+    };
+    assert!(
+        matches!(&v[0], (n, Value::Enum(0, s)) if n == "method" && s == "NONE"),
+        "{v:?}"
+    );
+    assert!(
+        matches!(&v[1], (n, Value::Array(a)) if n == "checks" && a.is_empty()),
+        "{v:?}"
+    );
 }

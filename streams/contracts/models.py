@@ -93,6 +93,17 @@ class TaskStatus(StrEnum):
     TIMED_OUT = "TIMED_OUT"
 
 
+class VerificationMethod(StrEnum):
+    """The strongest check the answer passed or failed: TESTS: code criteria run in the sandbox; LLM_JUDGE: a model judged at least one criterion; DETERMINISTIC: only rule-based checks (refusal, echo, length, language, placeholders, text criteria), so the meaning of free text was not checked; NONE: nothing checked it."""
+
+    __avro_name__: ClassVar[str] = "octollm.v1.VerificationMethod"
+
+    NONE = "NONE"
+    DETERMINISTIC = "DETERMINISTIC"
+    LLM_JUDGE = "LLM_JUDGE"
+    TESTS = "TESTS"
+
+
 class Budget(AvroModel):
     """Limits a task must stay within; a null limit means no limit."""
 
@@ -547,6 +558,53 @@ class StepSummary(AvroModel):
         }
 
 
+class VerificationCheck(AvroModel):
+    """One check the judge ran."""
+
+    __avro_name__: ClassVar[str] = "octollm.v1.VerificationCheck"
+
+    name: str = Field(
+        description="The check: a free-text check (refusal, echo, empty, language, length, placeholders) or an acceptance criterion's text.",
+    )
+
+    method: str = Field(
+        description="tests, deterministic or llm_judge.",
+    )
+
+    passed: bool = Field(
+        description="Whether the answer passed it; an unverified check did not pass.",
+    )
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "method": self.method,
+            "passed": self.passed,
+        }
+
+
+class Verification(AvroModel):
+    """What checked the answer, and each check that ran on it."""
+
+    __avro_name__: ClassVar[str] = "octollm.v1.Verification"
+
+    method: VerificationMethod = Field(
+        default=VerificationMethod.NONE,
+        description="How the answer was checked.",
+    )
+
+    checks: list[VerificationCheck] = Field(
+        default_factory=list,
+        description="Every check of the last judged draft, in order; the reason names the failed ones.",
+    )
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "method": self.method.value,
+            "checks": [v.to_avro() for v in self.checks],
+        }
+
+
 class TaskResult(AvroModel):
     """The one terminal result of a task, on octo.results.v1 and on the task's reply_topic."""
 
@@ -597,6 +655,11 @@ class TaskResult(AvroModel):
         description="What emitted the result: reflex (quarantine, rate limit) or orchestrator.",
     )
 
+    verification: Verification = Field(
+        default_factory=lambda: Verification(method=VerificationMethod.NONE, checks=[]),
+        description="What checked the answer; NONE for results no judge saw (reflex verdicts, tasks that failed before judging).",
+    )
+
     def to_avro(self) -> dict[str, Any]:
         return {
             "task_id": self.task_id,
@@ -609,6 +672,7 @@ class TaskResult(AvroModel):
             "created_at": self.created_at,
             "completed_at": self.completed_at,
             "component": self.component,
+            "verification": self.verification.to_avro(),
         }
 
 
@@ -758,6 +822,8 @@ MODELS: dict[str, type[AvroModel]] = {
     "octollm.v1.TaskRequest": TaskRequest,
     "octollm.v1.TaskResult": TaskResult,
     "octollm.v1.Usage": Usage,
+    "octollm.v1.Verification": Verification,
+    "octollm.v1.VerificationCheck": VerificationCheck,
 }
 
 #: Every enum, by Avro full name.
@@ -766,6 +832,7 @@ ENUMS: dict[str, type[StrEnum]] = {
     "octollm.v1.Priority": Priority,
     "octollm.v1.Severity": Severity,
     "octollm.v1.TaskStatus": TaskStatus,
+    "octollm.v1.VerificationMethod": VerificationMethod,
 }
 
 __all__ = [
@@ -791,4 +858,7 @@ __all__ = [
     "TaskStatus",
     "Usage",
     "UtcDatetime",
+    "Verification",
+    "VerificationCheck",
+    "VerificationMethod",
 ]

@@ -56,6 +56,18 @@ def test_data_written_with_history_decodes_with_the_current_schema(name: str, ve
     assert isinstance(back, dict) and set(back) == {f["name"] for f in current.raw["fields"]}
 
 
+def test_a_task_result_written_before_verification_reads_as_nothing_checked_it() -> None:
+    """TaskResult v1 (reflex layers and orchestrators not yet upgraded) has no `verification`:
+    the reader fills NONE with no checks, never a claim that something was checked."""
+    old = next(o for o in history("TaskResult") if o.version == "v1")
+    assert "verification" not in {f["name"] for f in old.raw["fields"]}
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, old.parsed, _minimal(old.raw, {}))
+    buf.seek(0)
+    back = fastavro.schemaless_reader(buf, old.parsed, get_schema("TaskResult").parsed)
+    assert back["verification"] == {"method": "NONE", "checks": []}
+
+
 def _minimal(schema: Any, named: dict[str, Any]) -> Any:
     """A smallest valid value of `schema` (nulls, empty strings, first symbols, zeros)."""
     if isinstance(schema, list):
