@@ -2,17 +2,25 @@
 
 Each criterion is classified once (`classify`) and checked the cheapest reliable way:
 - Python criteria (`add(2, 3) == 5`, `assert f(1) == 2`, `f(1) returns 2`) run against the code in
-  the draft in the executor's sandbox (`octollm.sandbox.run_checks`, method "deterministic"); when
+  the draft in the executor's sandbox (`octollm.sandbox.run_checks`, method "tests"); when
   the sandbox refuses to run (no network isolation on this machine) they are "unverified";
 - text criteria (contains / mentions X, at most N words / lines, valid JSON, no TODO, valid
   Python, defines a function X) with small regexes and parsers (method "deterministic");
-- everything else asks the LLM for {"passed", "reason"} (method "llm").
+- everything else asks the LLM for {"passed", "reason"} (method "llm");
+- the answer itself, whatever the criteria, through `checks_text.check_answer` (method
+  "deterministic"): not empty, and for prose not a refusal, not an echo of the goal, the length
+  and language the goal asks for; redaction placeholders kept. A draft failing one of these gets
+  no LLM call: its LLM criteria are "unverified" (the model's opinion of an echo is noise).
+
+The verdict says what checked the draft (`verification`: TESTS when code criteria ran in the
+sandbox, LLM_JUDGE when the LLM judged a criterion, DETERMINISTIC when only rules did, NONE when
+nothing ran); the orchestrator copies it into the TaskResult.
 
 Policy: a criterion the LLM could not answer (server down, unusable answer) is "unverified" and
 counts as failed: the judge never reports "passed" for what nobody checked (fail closed). With no
-criteria a non-empty draft passes with score 1.0, decided deterministically (no LLM call: the
-small local model's opinion of an unconstrained draft adds noise, not signal). A draft made by a
-step that cut its input or its answer (the orchestrator's `truncated` input) never passes.
+criteria only the answer checks decide (no LLM call: the small local model's opinion of an
+unconstrained draft adds noise, not signal). A draft made by a step that cut its input or its
+answer (the orchestrator's `truncated` input) never passes.
 """
 
 from __future__ import annotations
@@ -21,13 +29,20 @@ import ast
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ClassVar
 
-from octollm.arms import checks
-from octollm.contracts.models import ArmRequest, ArmStatus, Usage
+from octollm.arms import checks, checks_text
+from octollm.contracts.models import (
+    ArmRequest,
+    ArmStatus,
+    Usage,
+    Verification,
+    VerificationCheck,
+    VerificationMethod,
+)
 from octollm.llm import LLMClient, LLMError, LLMOutputError, UsageMeter
 from octollm.runtime.arm import Arm, ArmContext, ArmOutput
 from octollm.sandbox import PyCheck, Sandbox, SandboxPolicy, SandboxRefused, run_checks
@@ -42,6 +57,7 @@ __all__ = [
     "build_llm_messages",
     "classify",
     "judge_draft",
+    "verification",
 ]
 
 log = logging.getLogger("octollm.arms.judge")
@@ -81,7 +97,7 @@ class Criterion:
 class Check:
     criterion: str
     passed: bool
-    method: str  # deterministic | llm
+    method: str  # deterministic | tests (run in the sandbox) | llm
     detail: str
     unverified: bool = False
 
@@ -111,8 +127,35 @@ class Verdict:
                 "score": self.score,
                 "reasons": self.reasons,
                 "checks": [c.as_json() for c in self.checks],
+                "verification": verification(self.checks).to_avro(),
             }
         )
+
+
+_VERIFICATION_NAMES = {"tests": "tests", "llm": "llm_judge", "deterministic": "deterministic"}
+
+
+def verification(checks: Sequence[Check]) -> Verification:
+    """What checked a draft: the strongest method among the checks that ran (an unverified check
+    did not run), and every check with whether it passed."""
+    ran = {c.method for c in checks if not c.unverified}
+    if "tests" in ran:
+        method = VerificationMethod.TESTS
+    elif "llm" in ran:
+        method = VerificationMethod.LLM_JUDGE
+    elif ran:
+        method = VerificationMethod.DETERMINISTIC
+    else:
+        method = VerificationMethod.NONE
+    return Verification(
+        method=method,
+        checks=[
+            VerificationCheck(
+                name=c.criterion[:200], method=_VERIFICATION_NAMES[c.method], passed=c.passed
+            )
+            for c in checks
+        ],
+    )
 
 
 # --- classification -----------------------------------------------------------------------
@@ -245,30 +288,6 @@ def classify(criterion: str) -> Criterion:
 # --- deterministic text checks --------------------------------------------------------------
 
 
-def _count(draft: str, unit: str) -> int:
-    text = draft.strip()
-    if unit == "words":
-        return len(re.findall(r"\w[\w'\u2019-]*", text))
-    if unit == "lines":
-        return sum(1 for line in text.splitlines() if line.strip())
-    if unit == "characters":
-        return len(text)
-    if unit == "sentences":
-        return len([s for s in re.split(r"(?<=[.!?])\s+", text) if re.search(r"\w", s)])
-    if unit == "paragraphs":
-        return len([p for p in re.split(r"\n\s*\n", text) if p.strip()])
-    return sum(1 for line in text.splitlines() if re.match(r"\s*(?:[-*•]|\d+[.)])\s+", line))
-
-
-_OPS: dict[str, Callable[[int, int], bool]] = {
-    "<=": lambda a, b: a <= b,
-    "<": lambda a, b: a < b,
-    ">=": lambda a, b: a >= b,
-    ">": lambda a, b: a > b,
-    "==": lambda a, b: a == b,
-}
-
-
 def _json_value(draft: str) -> Any:
     text = draft.strip()
     fenced = re.fullmatch(r"```(?:json)?\s*\n(.*?)\n?```", text, re.DOTALL)
@@ -288,8 +307,8 @@ def text_check(c: Criterion, draft: str) -> Check:
         verb = "contains" if found else "does not contain"
         return Check(c.text, passed, "deterministic", f"the draft {verb} {x!r}")
     if c.kind is Kind.LENGTH:
-        n = _count(draft, p["unit"])
-        passed = _OPS[p["cmp"]](n, p["n"])
+        n = checks_text.count_units(draft, p["unit"])
+        passed = checks_text.COMPARE[p["cmp"]](n, p["n"])
         return Check(
             c.text, passed, "deterministic", f"{n} {p['unit']} (required {p['cmp']} {p['n']})"
         )
@@ -381,23 +400,42 @@ async def judge_draft(
     steps: Mapping[str, str] | None = None,
     sandbox: Sandbox | None = None,
     truncated: Mapping[str, str] | None = None,
+    context: str = "",
+    feedback: Sequence[str] = (),
 ) -> Verdict:
-    """Check `draft` against every criterion: deterministic first, the LLM for the rest.
-    Python criteria run in `sandbox` (default: the default `SandboxPolicy`). `truncated` (step
-    → what its arm cut) fails the draft whatever the criteria say: a cut answer is partial."""
-    verdict = await _judge_criteria(
-        goal, draft, criteria, llm=llm, meter=meter, task_id=task_id, steps=steps, sandbox=sandbox
+    """Check `draft` against every criterion (deterministic first, the LLM for the rest), then as
+    an answer to `goal` (`checks_text`; `context` and the repair `feedback` tell it what the task
+    already said). Python criteria run in `sandbox` (default: the default `SandboxPolicy`).
+    `truncated` (step → what its arm cut) fails the draft whatever the criteria say."""
+    answer = [
+        Check(t.name, t.passed, "deterministic", t.detail, t.unverified)
+        for t in checks_text.check_answer(goal, draft, context=context, feedback=feedback)
+    ]
+    failed = [c.criterion for c in answer if not c.passed]
+    skip_llm = f"unverified: not judged, the answer failed {', '.join(failed)}" if failed else ""
+    found = await _judge_criteria(
+        goal,
+        draft,
+        criteria,
+        llm=llm,
+        meter=meter,
+        task_id=task_id,
+        steps=steps,
+        sandbox=sandbox,
+        skip_llm=skip_llm,
     )
-    if not truncated:
-        return verdict
-    cuts = "; ".join(f"step {s} cut its {what}" for s, what in sorted(truncated.items()))
-    check = Check(COMPLETE_CRITERION, False, "deterministic", f"the answer is partial: {cuts}")
-    checks = [*verdict.checks, check]
+    found += answer
+    if truncated:
+        cuts = "; ".join(f"step {s} cut its {what}" for s, what in sorted(truncated.items()))
+        found.append(
+            Check(COMPLETE_CRITERION, False, "deterministic", f"the answer is partial: {cuts}")
+        )
+    passed_count = sum(c.passed for c in found)
     return Verdict(
-        passed=False,
-        score=round(sum(c.passed for c in checks) / len(checks), 4),
-        reasons=[*verdict.reasons, f"{check.criterion}: {check.detail}"],
-        checks=checks,
+        passed=passed_count == len(found),
+        score=round(passed_count / len(found), 4),
+        reasons=[f"{c.criterion}: {c.detail}" for c in found if not c.passed],
+        checks=found,
     )
 
 
@@ -411,16 +449,9 @@ async def _judge_criteria(
     task_id: str,
     steps: Mapping[str, str] | None,
     sandbox: Sandbox | None,
-) -> Verdict:
-    if not criteria:
-        ok = bool(draft.strip())
-        check = Check(
-            "(no acceptance criteria) the draft is non-empty",
-            ok,
-            "deterministic",
-            "non-empty draft, score 1.0 without an LLM check" if ok else "the draft is empty",
-        )
-        return Verdict(ok, 1.0 if ok else 0.0, [] if ok else [check.detail], [check])
+    skip_llm: str,
+) -> list[Check]:
+    """One check per criterion, in order; `skip_llm` (why) leaves the LLM criteria unverified."""
     classified = [classify(c) for c in criteria]
     results: dict[int, Check] = {}
     python = [(i, c) for i, c in enumerate(classified) if c.kind is Kind.PYTHON]
@@ -439,18 +470,13 @@ async def _judge_criteria(
             results[i] = text_check(c, draft)
     for i, c in enumerate(classified):
         if c.kind is Kind.LLM:
-            if llm is None:
+            if skip_llm:
+                results[i] = Check(c.text, False, "llm", skip_llm, True)
+            elif llm is None:
                 results[i] = Check(c.text, False, "llm", "unverified: no LLM configured", True)
             else:
                 results[i] = await _llm_check(llm, goal, c.text, draft, meter, task_id)
-    ordered = [results[i] for i in range(len(classified))]
-    passed_count = sum(c.passed for c in ordered)
-    return Verdict(
-        passed=passed_count == len(ordered),
-        score=round(passed_count / len(ordered), 4),
-        reasons=[f"{c.criterion}: {c.detail}" for c in ordered if not c.passed],
-        checks=ordered,
-    )
+    return [results[i] for i in range(len(classified))]
 
 
 async def _run_python(
@@ -469,9 +495,9 @@ async def _run_python(
             extra={"task_id": task_id, "component": "arm.judge"},
         )
         why = f"unverified: the sandbox refused to run the code: {e.reason}"
-        return {i: Check(c.text, False, "deterministic", why, True) for i, c in python}
+        return {i: Check(c.text, False, "tests", why, True) for i, c in python}
     return {
-        i: Check(c.text, outcome.passed, "deterministic", outcome.detail)
+        i: Check(c.text, outcome.passed, "tests", outcome.detail)
         for (i, c), outcome in zip(python, report.outcomes, strict=True)
     }
 
@@ -533,6 +559,8 @@ class JudgeArm(Arm):
             steps=_steps(request.inputs.get("steps")),
             sandbox=Sandbox(SandboxPolicy.from_settings(ctx.settings)),
             truncated=_truncated(request.inputs.get("truncated")),
+            context=request.context,
+            feedback=_criteria(request.inputs.get("feedback")),
         )
         ctx.log.info(
             "judged task_id=%s passed=%s score=%.2f checks=%s",

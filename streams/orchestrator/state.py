@@ -32,6 +32,7 @@ from octollm.contracts.models import (
     TaskResult,
     TaskStatus,
     Usage,
+    Verification,
 )
 from octollm.orchestrator.plan import (
     CAP_CODE,
@@ -123,6 +124,8 @@ class TaskState(BaseModel):
     stage: StepState | None = None  # the current plan/judge/safety call
     feedback: list[str] = Field(default_factory=list)
     draft: str = ""
+    #: What checked the current round's draft (the judge's verdict); NONE until it is judged.
+    verification: Verification = Field(default_factory=Verification)
     usage: Usage = Field(default_factory=Usage)
     arm_failures: dict[str, int] = Field(default_factory=dict)  # in a row, per arm
     received_at: datetime
@@ -346,6 +349,7 @@ def _start_round(
     state.plan = None
     state.steps = {}
     state.draft = ""
+    state.verification = Verification()
     state.stage = StepState(step_id=PLAN, arm=arm)
     _dispatch_stage(state, fx, now, cfg)
     return state, fx
@@ -442,6 +446,8 @@ def _dispatch_stage(state: TaskState, fx: Effects, now: datetime, cfg: Config) -
         cut = {s.step_id: s.truncated for s in state.steps.values() if s.truncated}
         if cut:
             inputs["truncated"] = json.dumps(cut)
+        if state.feedback:  # a repaired draft that only repeats the complaint is an echo too
+            inputs["feedback"] = json.dumps(state.feedback)
     else:
         inputs = {
             "output": state.draft,
@@ -636,6 +642,7 @@ def _on_judged(
 ) -> tuple[TaskState, Effects]:
     passed = verdict.get("passed") is True
     reasons = [str(r) for r in verdict.get("reasons", []) if str(r)][:10]
+    state.verification = _verification(verdict)
     _audit(
         state,
         fx,
@@ -644,6 +651,7 @@ def _on_judged(
         status="PASSED" if passed else "FAILED",
         score=str(verdict.get("score", "")),
         reasons="; ".join(reasons)[:2000],
+        verification=state.verification.method.value,
     )
     if passed:
         state.phase = Phase.SAFETY
@@ -665,6 +673,14 @@ def _on_judged(
     state.round += 1
     state.feedback = reasons or [why]
     return _start_round(state, fx, now, cfg)
+
+
+def _verification(verdict: dict[str, Any]) -> Verification:
+    """The judge's own account of what checked the draft; one we cannot read claims nothing."""
+    try:
+        return Verification.model_validate(verdict.get("verification") or {})
+    except ValueError:
+        return Verification()
 
 
 def _on_safety(
@@ -814,6 +830,7 @@ def _finish(
         created_at=task.created_at,
         completed_at=now,
         component=COMPONENT,
+        verification=state.verification,
     )
     _audit(
         state,
@@ -824,5 +841,6 @@ def _finish(
         duration_ms=int((now - state.received_at).total_seconds() * 1000),
         reason=(reason or "")[:2000],
         rounds=str(state.round),
+        verification=state.verification.method.value,
     )
     return state, fx

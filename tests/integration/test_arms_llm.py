@@ -128,14 +128,16 @@ async def test_judge_passes_a_correct_add_and_fails_a_wrong_one(llm_settings):
     )
     verdict = json.loads(good.output)
     assert verdict["passed"] is True and verdict["score"] == 1.0
-    assert {c["method"] for c in verdict["checks"]} == {"deterministic"}
+    # the criteria ran in the sandbox; the draft's answer check (not empty) is a rule
+    assert [c["method"] for c in verdict["checks"]] == ["tests", "tests", "deterministic"]
+    assert verdict["verification"]["method"] == "TESTS"
     bad = await run(
         llm_settings,
         "judge",
         arm_request("judge", "judge", "Write add(a, b).", {"draft": WRONG, "criteria": criteria}),
     )
     verdict = json.loads(bad.output)
-    assert verdict["passed"] is False and verdict["score"] == 0.0
+    assert verdict["passed"] is False and verdict["score"] == 0.3333  # only "not empty" passed
     assert "returned -1, expected 5" in verdict["reasons"][0]
 
 

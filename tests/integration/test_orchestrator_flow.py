@@ -26,6 +26,7 @@ from octollm.contracts.models import (
     TaskRequest,
     TaskResult,
     TaskStatus,
+    VerificationMethod,
 )
 from octollm.settings import Settings
 from octollm.topics import AUDIT, DLQ, RESULTS, full_name, routed
@@ -113,7 +114,10 @@ def test_tasks_are_planned_dispatched_judged_and_answered_once(flow: Settings) -
         assert r.status is TaskStatus.SUCCEEDED, r.reason
         assert r.output == f"code for {t.task.goal} + code for tests"
         assert [s.step_id for s in r.steps] == ["a", "b", "join", "safety"]
+        assert r.verification.method is VerificationMethod.DETERMINISTIC  # the judge's word
+        assert [c.name for c in r.verification.checks] == ["empty"]
     assert by_id[str(late.task.task_id)].status is TaskStatus.TIMED_OUT
+    assert by_id[str(late.task.task_id)].verification.method is VerificationMethod.NONE
     assert [str(r.task_id) for r in replies] == [str(tasks[-2].task.task_id)]
     stages = {
         a.stage

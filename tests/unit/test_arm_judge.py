@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from octollm.arms.judge import JudgeArm, Kind, classify, judge_draft, text_check
-from octollm.contracts.models import ArmRequest, ArmStatus
+from octollm.arms.judge import JudgeArm, Kind, classify, judge_draft, text_check, verification
+from octollm.contracts.models import ArmRequest, ArmStatus, VerificationMethod
 from octollm.llm import LLMClient, UsageMeter
 from octollm.settings import Settings
 from tests.arm_helpers import Ctx, down_settings, recorded
@@ -99,9 +99,11 @@ async def test_correct_add_passes_and_wrong_add_fails_deterministically():
     criteria = ["add(2, 3) == 5", "assert add(-1, 1) == 0", "defines a function named add"]
     good = await judge_draft("Write add.", CODE_DRAFT, criteria, llm=None, meter=UsageMeter())
     assert good.passed and good.score == 1.0 and good.reasons == []
-    assert {c.method for c in good.checks} == {"deterministic"}
+    # the runnable criteria ran in the sandbox, the rest (and the answer check) are rules
+    assert [c.method for c in good.checks] == ["tests", "tests", "deterministic", "deterministic"]
+    assert json.loads(good.to_json())["verification"]["method"] == "TESTS"
     bad = await judge_draft("Write add.", WRONG_DRAFT, criteria, llm=None, meter=UsageMeter())
-    assert not bad.passed and bad.score == pytest.approx(1 / 3, abs=1e-3)
+    assert not bad.passed and bad.score == pytest.approx(2 / 4, abs=1e-3)
     assert any("returned 6, expected 5" in r for r in bad.reasons)
 
 
@@ -124,11 +126,15 @@ async def test_code_found_in_step_outputs_when_the_draft_is_prose():
     assert verdict.passed
 
 
-async def test_no_criteria_passes_a_non_empty_draft_without_the_llm():
+async def test_no_criteria_the_answer_checks_decide_without_the_llm():
     ok = await judge_draft("x", "an answer", [], llm=None, meter=UsageMeter())
-    assert ok.passed and ok.score == 1.0 and ok.checks[0].method == "deterministic"
+    assert ok.passed and ok.score == 1.0
+    assert {c.method for c in ok.checks} == {"deterministic"}
+    assert [c.criterion for c in ok.checks] == ["empty", "refusal", "echo"]
+    assert verification(ok.checks).method is VerificationMethod.DETERMINISTIC
     empty = await judge_draft("x", "  ", [], llm=None, meter=UsageMeter())
     assert not empty.passed and empty.score == 0.0
+    assert empty.reasons == ["empty: the answer is empty; write the answer itself"]
 
 
 async def test_llm_criterion_uses_the_recorded_answer_and_counts_tokens():
@@ -149,8 +155,10 @@ async def test_unusable_llm_answer_is_unverified_and_fails_closed():
     verdict = await judge_draft(
         "Greet.", "Hello!", ["is polite", "at most 5 words"], llm=llm, meter=UsageMeter()
     )
-    assert not verdict.passed and verdict.score == 0.5
+    assert not verdict.passed and verdict.score == 0.8  # 4 of 5: the answer checks passed
     assert verdict.checks[0].unverified and verdict.checks[0].detail.startswith("unverified")
+    # the one check that ran is a rule: nothing judged the meaning
+    assert verification(verdict.checks).method is VerificationMethod.DETERMINISTIC
 
 
 async def test_llm_down_is_unverified_and_fails_closed():
@@ -168,7 +176,15 @@ async def test_arm_output_is_the_contract_json():
     assert out.status is ArmStatus.OK
     body = json.loads(out.output)
     assert body["passed"] is True and body["score"] == 1.0 and body["reasons"] == []
-    assert [set(c) for c in body["checks"]] == [{"criterion", "passed", "method", "detail"}] * 2
+    assert [set(c) for c in body["checks"]] == [{"criterion", "passed", "method", "detail"}] * 3
+    assert body["verification"] == {
+        "method": "TESTS",
+        "checks": [
+            {"name": "add(2, 3) == 5", "method": "tests", "passed": True},
+            {"name": "no TODO", "method": "deterministic", "passed": True},
+            {"name": "empty", "method": "deterministic", "passed": True},
+        ],
+    }
     assert out.artifacts == {"passed": "true", "score": "1.0000"}
 
 
@@ -201,10 +217,10 @@ async def test_the_arm_runs_code_criteria_in_the_sandbox_of_its_settings():
     right = await verdict(CODE_DRAFT)
     assert right["passed"] is True and right["score"] == 1.0
     buggy = await verdict(BUGGY_DRAFT)  # right for positive a only: the second check finds it
-    assert buggy["passed"] is False and buggy["score"] == 0.5
+    assert buggy["passed"] is False and buggy["score"] == 0.6667  # the answer is not empty
     assert buggy["reasons"] == ["add(-1, 1) returns 0: add(-1, 1) returned 2, expected 0"]
     looping = await verdict(LOOPING_DRAFT)
-    assert looping["passed"] is False and looping["score"] == 0.0
+    assert looping["passed"] is False and looping["score"] == 0.3333
     assert all("timed out after 2s" in r for r in looping["reasons"])  # type: ignore[attr-defined]
 
 
@@ -214,7 +230,8 @@ async def test_code_criteria_are_unverified_when_the_sandbox_refuses():
     ctx = Ctx(settings=settings, llm=LLMClient(settings))
     out = await JudgeArm().handle(request(CODE_DRAFT, ["add(2, 3) == 5", "no TODO"]), ctx)
     body = json.loads(out.output)
-    assert body["passed"] is False and body["score"] == 0.5
+    assert body["passed"] is False and body["score"] == pytest.approx(2 / 3, abs=1e-3)
+    assert body["verification"]["method"] == "DETERMINISTIC"  # the tests never ran
     check = body["checks"][0]
     assert check["unverified"] is True
     assert check["detail"].startswith("unverified: the sandbox refused to run the code:")
@@ -223,7 +240,7 @@ async def test_code_criteria_are_unverified_when_the_sandbox_refuses():
 async def test_a_draft_a_step_cut_never_passes():
     cut = {"answer": "output"}
     verdict = await judge_draft("x", "an answer", [], llm=None, meter=UsageMeter(), truncated=cut)
-    assert not verdict.passed and verdict.score == 0.5
+    assert not verdict.passed and verdict.score == 0.75
     assert verdict.checks[-1].method == "deterministic" and not verdict.checks[-1].passed
     assert "step answer cut its output" in verdict.reasons[-1]
     # even with every criterion met
@@ -244,4 +261,47 @@ async def test_the_judge_arm_reads_the_orchestrators_truncated_input():
         req.inputs["truncated"] = raw
         out = await JudgeArm().handle(req, ctx)
         assert out.status is ArmStatus.OK and out.artifacts["passed"] == "false", raw
+    await ctx.llm.aclose()
+
+
+# --- the answer checks (arms/checks_text.py) inside the verdict --------------------------------
+
+REPLY_GOAL = "Draft a polite reply to <EMAIL_1> about invoice 4471."
+
+
+async def test_an_echo_fails_before_any_llm_call_and_the_llm_criteria_are_unverified():
+    # a recorded "passed" the judge must never ask for: the draft is the goal echoed back
+    llm = LLMClient(Settings(), transport=recorded('{"passed": true, "reason": "Polite."}'))
+    meter = UsageMeter()
+    verdict = await judge_draft(REPLY_GOAL, REPLY_GOAL, ["is polite"], llm=llm, meter=meter)
+    assert not verdict.passed and meter.prompt_tokens == 0
+    assert verdict.checks[0].unverified and "failed echo" in verdict.checks[0].detail
+    assert any(r.startswith("echo: the answer repeats the task") for r in verdict.reasons)
+    assert verification(verdict.checks).method is VerificationMethod.DETERMINISTIC
+
+
+async def test_a_good_answer_then_gets_the_llm_verdict():
+    llm = LLMClient(Settings(), transport=recorded('{"passed": true, "reason": "Polite."}'))
+    draft = "Dear customer, thank you for your note about invoice 4471; it is paid in full."
+    verdict = await judge_draft(REPLY_GOAL, draft, ["is polite"], llm=llm, meter=UsageMeter())
+    assert verdict.passed
+    assert verification(verdict.checks).method is VerificationMethod.LLM_JUDGE
+
+
+async def test_the_judge_arm_reads_context_and_feedback_for_the_answer_checks():
+    settings = down_settings()
+    ctx = Ctx(settings=settings, llm=LLMClient(settings))
+    goal = "Draft a reply to the customer's message in the context."
+    req = request("Dear <PERSON_1>, thank you; your order ships on Monday.", [], goal=goal)
+    out = await JudgeArm().handle(req, ctx)
+    assert json.loads(out.output)["passed"] is False  # <PERSON_1> looks invented
+    req.context = "Message from <PERSON_1>: where is my order?"
+    out = await JudgeArm().handle(req, ctx)
+    assert json.loads(out.output)["passed"] is True
+    # a repaired draft that repeats the complaint is still an echo
+    complaint = "echo: the answer repeats the task instead of answering it"
+    req.inputs["draft"] = f"{goal} A previous answer failed review; fix this: {complaint}"
+    req.inputs["feedback"] = json.dumps([complaint])
+    body = json.loads((await JudgeArm().handle(req, ctx)).output)
+    assert body["passed"] is False and body["reasons"][0].startswith("echo:")
     await ctx.llm.aclose()

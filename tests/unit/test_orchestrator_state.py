@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from octollm.arms.judge import judge_draft
 from octollm.contracts.models import (
     ArmRequest,
     ArmResult,
@@ -21,7 +22,9 @@ from octollm.contracts.models import (
     TaskRequest,
     TaskStatus,
     Usage,
+    VerificationMethod,
 )
+from octollm.llm import UsageMeter
 from octollm.orchestrator.state import (
     Config,
     Effects,
@@ -407,3 +410,97 @@ def test_a_goal_too_long_for_the_fallback_plan_is_rejected_not_cut() -> None:
     fx = run.feed(answer(run.take("plan"), "not a plan"))
     assert fx.result is not None and fx.result.status is TaskStatus.REJECTED
     assert (fx.result.reason or "").startswith("input too large: the goal has 5011 characters")
+
+
+# --- SUCCEEDED means checked: the judge's verification reaches the result ---------------------
+
+REPLY_GOAL = "Draft a polite reply to <EMAIL_1> about invoice 4471; her phone is <PHONE_1>."
+ONE_REASON_STEP = {
+    "steps": [{"id": "s", "arm": "planner", "instruction": REPLY_GOAL, "depends_on": []}]
+}
+
+
+def reply_task() -> RoutedTask:
+    task = routed()
+    return task.model_copy(update={"task": task.task.model_copy(update={"goal": REPLY_GOAL})})
+
+
+async def real_judge(req: ArmRequest) -> str:
+    """What the judge arm answers to this request with no LLM: its deterministic checks only."""
+    verdict = await judge_draft(
+        req.instruction,
+        req.inputs["draft"],
+        json.loads(req.inputs["criteria"]),
+        llm=None,
+        meter=UsageMeter(),
+        context=req.context,
+        feedback=json.loads(req.inputs.get("feedback", "[]")),
+    )
+    return verdict.to_json()
+
+
+async def test_an_echo_is_repaired_with_the_checks_reason_then_an_apology_fails_naming_it() -> None:
+    run = Run(reply_task())
+    run.plan(ONE_REASON_STEP)
+    run.feed(answer(run.take("s"), REPLY_GOAL))  # the tiny model echoes the goal
+    judge = run.take("judge")
+    assert "feedback" not in judge.inputs
+    fx = run.feed(answer(judge, await real_judge(judge)))
+    assert fx.result is None and run.state.round == 2  # repair, not SUCCEEDED
+    replan = next(r for r in run.pending if r.step_id == "plan")
+    assert json.loads(replan.inputs["feedback"])[0].startswith("echo: the answer repeats the task")
+    assert run.state.verification.method is VerificationMethod.NONE  # the new draft is unjudged
+    run.plan(ONE_REASON_STEP)
+    apology = "I'm sorry, but as an AI I don't have the capability to send emails."
+    run.feed(answer(run.take("s"), apology))
+    judge = run.take("judge")
+    assert json.loads(judge.inputs["feedback"])[0].startswith("echo:")  # the judge knows it
+    fx = run.feed(answer(judge, await real_judge(judge)))
+    result = fx.result
+    assert result is not None and result.status is TaskStatus.FAILED
+    assert (result.reason or "").startswith("judge failed after 2 round(s): refusal:")
+    assert result.verification.method is VerificationMethod.DETERMINISTIC
+    checks = {c.name: c.passed for c in result.verification.checks}
+    assert checks == {"empty": True, "refusal": False, "echo": True, "placeholders": True}
+    completed = [a for f in run.log for a in f.audits if a.stage == "completed"]
+    assert completed[0].details["verification"] == "DETERMINISTIC"
+    assert len(run.results()) == 1
+
+
+async def test_a_repaired_answer_succeeds_saying_only_rules_checked_it() -> None:
+    run = Run(reply_task())
+    run.plan(ONE_REASON_STEP)
+    run.feed(answer(run.take("s"), "Sorry, but I cannot help with that."))
+    judge = run.take("judge")
+    run.feed(answer(judge, await real_judge(judge)))
+    assert run.state.round == 2
+    run.plan(ONE_REASON_STEP)
+    reply = "Dear customer,\n\nThank you for your message about invoice 4471. It is paid in full."
+    run.feed(answer(run.take("s"), reply))
+    judge = run.take("judge")
+    run.feed(answer(judge, await real_judge(judge)))
+    fx = run.feed(answer(run.take("safety"), safety_says("pass", reply)))
+    result = fx.result
+    assert result is not None and result.status is TaskStatus.SUCCEEDED
+    assert result.verification.method is VerificationMethod.DETERMINISTIC
+    assert all(c.passed and c.method == "deterministic" for c in result.verification.checks)
+
+
+def test_a_result_no_judge_saw_says_nothing_checked_it() -> None:
+    run = Run(routed(budget=Budget(max_tokens=10)))
+    run.plan({"steps": [{"id": "s", "arm": "coder", "instruction": "x", "depends_on": []}]})
+    fx = run.feed(answer(run.take("s"), "code", tokens=50))
+    assert fx.result is not None and fx.result.status is TaskStatus.FAILED
+    assert fx.result.verification.method is VerificationMethod.NONE
+    assert fx.result.verification.checks == []
+
+
+def test_an_unreadable_verification_claims_nothing() -> None:
+    run = Run(routed())
+    run.plan({"steps": [{"id": "s", "arm": "coder", "instruction": "x", "depends_on": []}]})
+    run.feed(answer(run.take("s"), "code"))
+    verdict = {"passed": True, "score": 1.0, "reasons": [], "verification": {"method": "MAGIC"}}
+    run.feed(answer(run.take("judge"), json.dumps(verdict)))
+    fx = run.feed(answer(run.take("safety"), safety_says("pass", "code")))
+    assert fx.result is not None and fx.result.status is TaskStatus.SUCCEEDED
+    assert fx.result.verification.method is VerificationMethod.NONE
