@@ -146,19 +146,45 @@ _HELP = (
     r"(?:help|assist|fulfil|fulfill|comply|do\s+that|do\s+this|complete\s+(?:this|that|the|your)|"
     r"answer\s+(?:this|that|your))"
 )
-_REFUSAL = re.compile(
-    r"\bas\s+an?\s+(?:ai|artificial\s+intelligence|(?:large\s+)?language\s+model|llm|"
-    r"ai\s+(?:language\s+model|assistant))\b"
-    r"|\bi(?:'m|\u2019m|\s+am)\s+(?:just\s+|only\s+)?an?\s+(?:ai|language\s+model|chatbot|"
-    r"virtual\s+assistant)\b"
-    r"|\bi\s+(?:do\s+not|don't|don\u2019t|dont)\s+have\s+(?:the\s+|any\s+)?(?:capabilit(?:y|ies)|"
-    r"ability|abilities|access|means)\b"
-    rf"|\bi(?:'m|\u2019m|\s+am)\s+(?:not\s+able|unable)\s+to\s+{_HELP}"
-    rf"|\bi\s+(?:cannot|can't|can\u2019t|can\s+not|won't|will\s+not)\s+{_HELP}"
-    r"|\b(?:sorry|apologi[sz]e)\b[^.!?\n]{0,60}\bbut\s+i\s+(?:cannot|can't|can\u2019t|am\s+unable|"
-    r"am\s+not\s+able|don't|don\u2019t|do\s+not)\b",
-    re.IGNORECASE,
-)
+_I_AM = r"\bi(?:'m|\u2019m|\s+am)"
+_I_CANNOT = r"\bi\s+(?:cannot|can't|can\u2019t|can\s+not|won't|will\s+not)"
+# What the model said, named rather than quoted: the draft is not redacted yet.
+_REFUSALS = [
+    (
+        "speaks as an AI",
+        re.compile(
+            r"\bas\s+an?\s+(?:ai|artificial\s+intelligence|(?:large\s+)?language\s+model|llm|"
+            rf"ai\s+(?:language\s+model|assistant))\b|{_I_AM}\s+(?:just\s+|only\s+)?an?\s+"
+            r"(?:ai|language\s+model|chatbot|virtual\s+assistant)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "says it lacks the capability",
+        re.compile(
+            r"\bi\s+(?:do\s+not|don't|don\u2019t|dont)\s+have\s+(?:the\s+|any\s+)?"
+            r"(?:capabilit(?:y|ies)|ability|abilities|access|means)\b",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "says it cannot help",
+        re.compile(
+            rf"{_I_AM}\s+(?:not\s+able|unable)\s+to\s+{_HELP}|{_I_CANNOT}\s+{_HELP}",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "apologises and declines",
+        re.compile(
+            # declining the task itself: "sorry, but I can't refund it" is an answer
+            r"\b(?:sorry|apologi[sz]e)\b[^.!?\n]{0,60}\bbut\s+i\s+(?:cannot|can't|can\u2019t|"
+            r"am\s+unable\s+to|am\s+not\s+able\s+to)\s+(?:help|assist|write|draft|compose|"
+            r"answer|respond|complete|fulfil|fulfill|generate|create|comply|do\s+(?:that|this|it))\b",
+            re.IGNORECASE,
+        ),
+    ),
+]
 # A goal that asks for a refusal or an apology may get one.
 _REFUSAL_WANTED = re.compile(
     r"\b(?:declin\w*|refus\w*|reject\w*|apolog\w*|say\s+no|turn\s+down|sorry)\b", re.IGNORECASE
@@ -168,14 +194,14 @@ _REFUSAL_WANTED = re.compile(
 def _refusal(goal: str, draft: str) -> TextCheck:
     if _REFUSAL_WANTED.search(goal):
         return TextCheck("refusal", True, "the goal asks for a refusal or an apology")
-    if m := _REFUSAL.search(draft):
-        said = " ".join(m.group(0).split()).lower()  # fixed wording of the pattern, no PII
-        return TextCheck(
-            "refusal",
-            False,
-            f"the answer declines or apologises instead of answering ({said!r}); "
-            "answer the task itself",
-        )
+    for said, pattern in _REFUSALS:
+        if pattern.search(draft):
+            return TextCheck(
+                "refusal",
+                False,
+                f"the answer declines or apologises instead of answering (it {said}); "
+                "answer the task itself",
+            )
     return TextCheck("refusal", True, "no refusal or apology")
 
 

@@ -75,7 +75,13 @@ def test_an_empty_answer_gets_only_the_empty_check() -> None:
 )
 def test_refusals_and_apologies_fail(draft: str) -> None:
     check = by_name(REPLY, draft)["refusal"]
-    assert not check.passed and "instead of answering" in check.detail
+    assert not check.passed and "instead of answering (it " in check.detail
+
+
+def test_a_refusal_is_named_never_quoted() -> None:
+    check = by_name(REPLY, "So sorry Jane Doe, but I can't write that.")["refusal"]
+    assert not check.passed and "apologises and declines" in check.detail
+    assert "Jane" not in check.detail  # the draft is not redacted yet
 
 
 @pytest.mark.parametrize(
@@ -85,6 +91,7 @@ def test_refusals_and_apologies_fail(draft: str) -> None:
         # an apology inside a real reply is part of the answer, not a refusal
         "Dear customer, I'm sorry for the delay with invoice 4471; it is now paid in full.",
         "I'm sorry, but the invoice 4471 is still open; please pay it by Friday.",
+        "Sorry, but I can't refund invoice 4471: it was paid after the deadline.",
     ],
 )
 def test_an_apology_inside_an_answer_is_not_a_refusal(draft: str) -> None:
