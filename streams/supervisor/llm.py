@@ -14,7 +14,6 @@ dir, which is how `ManagedProcess` recognises our server in /proc/<pid>/cmdline.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import logging
@@ -33,6 +32,7 @@ from octollm.supervisor.process import (
     absolute_dirs,
     pid_alive,
     port_in_use,
+    rss_mb,
     wait_until,
 )
 
@@ -309,15 +309,6 @@ class LLMServerStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of `pid` in MB (procfs), None when it cannot be read."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return None
 
 
 def llm_status(settings: Settings, *, probe_timeout: float = 2.0) -> LLMServerStatus:

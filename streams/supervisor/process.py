@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import psutil
+
 if TYPE_CHECKING:
     from octollm.settings import Settings
 
@@ -40,30 +42,30 @@ def pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True  # exists, but belongs to someone else
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of `pid` in MB, None when it is gone or cannot be read."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no procfs: trust kill(0)
-    # The state is the first field after the parenthesised command name.
-    state = stat.rpartition(")")[2].split()[:1]
-    return state != ["Z"]
+        return float(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
+    except psutil.Error:
+        return None
 
 
-def _cmdline(pid: int) -> list[str] | None:
-    """The argv of `pid` ([] if it is gone), or None where there is no procfs to ask."""
+def _cmdline(pid: int) -> list[str]:
+    """The argv of `pid` ([] if it is gone or cannot be read)."""
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return [] if Path("/proc/self").exists() else None
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+        return list(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return []
 
 
-def _settled_cmdline(pid: int, patience: float = 2.0) -> list[str] | None:
+def _settled_cmdline(pid: int, patience: float = 2.0) -> list[str]:
     """The command line of `pid`, waiting out an execve in progress.
 
     Popen (vfork) returns while the kernel is still building the new program's stack, and in
@@ -73,7 +75,7 @@ def _settled_cmdline(pid: int, patience: float = 2.0) -> list[str] | None:
     deadline = time.monotonic() + patience
     while True:
         cmdline = _cmdline(pid)
-        if cmdline or cmdline is None or time.monotonic() >= deadline or not pid_alive(pid):
+        if cmdline or time.monotonic() >= deadline or not pid_alive(pid):
             return cmdline
         time.sleep(0.01)
 
@@ -126,8 +128,6 @@ class ManagedProcess:
         if not pid_alive(pid):
             return False
         cmdline = _settled_cmdline(pid)
-        if cmdline is None:
-            return True  # no procfs to check against; the pid file is all we have
         if not cmdline:
             return False  # a kernel thread, or a process that is exiting
         exe = os.path.basename(self.argv[0])

@@ -36,7 +36,7 @@ from typing import Any
 from octollm.settings import PROJECT_ROOT, Settings
 from octollm.supervisor import maven
 from octollm.supervisor.kafka import InfraError
-from octollm.supervisor.process import ManagedProcess, pid_alive, port_in_use, wait_until
+from octollm.supervisor.process import ManagedProcess, pid_alive, port_in_use, rss_mb, wait_until
 
 __all__ = [
     "CCOMPAT_PATH",
@@ -470,14 +470,6 @@ class RegistryStatus:
     rss_kb: int | None = None
 
 
-def _rss_kb(pid: int) -> int | None:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return None
-
-
 def registry_status(settings: Settings, *, probe_timeout: float = 2.0) -> RegistryStatus:
     """Whether this data dir's registry runs, where, and whether its Confluent API answers."""
     pid = _process(settings).running_pid()
@@ -493,5 +485,5 @@ def registry_status(settings: Settings, *, probe_timeout: float = 2.0) -> Regist
         version=str(state.get("version", settings.registry_version)),
         installed=_read_install(registry_home(settings)) is not None,
         log_file=log_file(settings),
-        rss_kb=_rss_kb(pid) if pid is not None else None,
+        rss_kb=round(mb * 1024) if pid is not None and (mb := rss_mb(pid)) else None,
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from octollm.settings import Settings
-from octollm.supervisor.process import ManagedProcess
+from octollm.supervisor.process import ManagedProcess, rss_mb
 
 __all__ = [
     "Worker",
@@ -72,15 +72,7 @@ class Worker:
 
     def rss_mb(self) -> float | None:
         pid = self.pid
-        if pid is None:
-            return None
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
+        return None if pid is None else rss_mb(pid)
 
     @property
     def state(self) -> str:
