@@ -34,6 +34,15 @@ def free_port_pair() -> int:
     raise RuntimeError("no free pair of ports on 127.0.0.1")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is marked by the folder it lives in (unit, integration, e2e), so `make
+    test-unit` and friends select by `-m` without a file that forgot its `pytestmark`."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder in ("unit", "integration", "e2e"):
+            item.add_marker(folder)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings_cache() -> Iterator[None]:
     get_settings.cache_clear()
