@@ -34,17 +34,18 @@ def extract_python(text: str) -> str | None:
     blocks = [body for tag, body in _FENCE.findall(text) if tag.lower() in _PY_TAGS]
     if blocks:
         joined = "\n\n".join(b.strip("\n") for b in blocks)
-        if _parses(joined):
+        if parses(joined):
             return joined
-        parsing = [b for b in blocks if _parses(b)]
+        parsing = [b for b in blocks if parses(b)]
         return max(parsing, key=len) if parsing else None
     stripped = text.strip()
-    if stripped and _parses(stripped) and _looks_like_code(stripped):
+    if stripped and parses(stripped) and looks_like_code(stripped):
         return stripped
     return None
 
 
-def _parses(code: str, mode: Literal["exec", "eval"] = "exec") -> bool:
+def parses(code: str, mode: Literal["exec", "eval"] = "exec") -> bool:
+    """Whether `code` is valid Python (a module, or with mode "eval" an expression)."""
     try:
         ast.parse(code, mode=mode)
     except (SyntaxError, ValueError):
@@ -52,10 +53,9 @@ def _parses(code: str, mode: Literal["exec", "eval"] = "exec") -> bool:
     return True
 
 
-def _looks_like_code(code: str) -> bool:
-    # A one-word answer ("Paris") parses as Python too; a draft counts as code only if it
-    # defines, imports or assigns something.
-    tree = ast.parse(code)
+def looks_like_code(code: str) -> bool:
+    """Whether parsed Python is code rather than prose: a one-word answer ("Paris") or a prose
+    line ("Hello") parses too, so code must define, import, assign or return something."""
     return any(
         isinstance(
             n,
@@ -64,9 +64,10 @@ def _looks_like_code(code: str) -> bool:
             | ast.ClassDef
             | ast.Import
             | ast.ImportFrom
-            | ast.Assign,
+            | ast.Assign
+            | ast.Return,
         )
-        for n in tree.body
+        for n in ast.parse(code).body
     )
 
 
@@ -108,11 +109,11 @@ def python_check(criterion: str) -> PyCheck | None:
         m = _RETURNS.match(cand)
         value = _LITERALS.get(m["value"].strip().lower(), m["value"].strip()) if m else ""
         # Only a literal result: "f(x) is fast" is prose, "f(1) returns 2" a check.
-        if m and _parses(m["call"], "eval") and _is_literal(value):
+        if m and parses(m["call"], "eval") and _is_literal(value):
             return PyCheck.parse(f"{m['call'].strip()} == {value}")
-        if cand.startswith("assert ") and _parses(cand):
+        if cand.startswith("assert ") and parses(cand):
             return PyCheck.parse(cand)
-        if _parses(cand, "eval"):
+        if parses(cand, "eval"):
             expr = ast.parse(cand, mode="eval").body
             if not _has_call_or_compare(expr) or _prose_is(expr):
                 continue

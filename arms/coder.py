@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from octollm.arms.checks import python_check
+from octollm.arms.checks import looks_like_code, parses, python_check
 from octollm.contracts.models import ArmRequest, ArmStatus, Usage
 from octollm.llm import LLMClient, LLMError, UsageMeter
 from octollm.orchestrator.plan import CAP_CODE
@@ -318,37 +318,12 @@ def _fenced_blocks(text: str) -> tuple[list[tuple[str, str, bool]], str]:
     return blocks, "".join(outside)
 
 
-def _parses(code: str) -> bool:
-    try:
-        ast.parse(code)
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
-def _looks_like_code(code: str) -> bool:
-    # A prose line ("Hello") parses as an expression too; code defines, imports or assigns.
-    return any(
-        isinstance(
-            n,
-            ast.FunctionDef
-            | ast.AsyncFunctionDef
-            | ast.ClassDef
-            | ast.Import
-            | ast.ImportFrom
-            | ast.Assign
-            | ast.Return,
-        )
-        for n in ast.parse(code).body
-    )
-
-
 def _largest_parsing_span(code: str) -> tuple[str, list[str]] | None:
     """The code without prose before it and without trailing lines that do not parse (prose
     after the code, a statement cut off at the token limit), de-indented; None if no span of
     it parses as code. Returns the repairs it made."""
     whole = code.strip("\n")
-    if whole.strip() and _parses(textwrap.dedent(whole)):
+    if whole.strip() and parses(textwrap.dedent(whole)):
         dedented = textwrap.dedent(whole)
         return dedented, ["de-indented the code"] if dedented != whole else []
     lines = code.splitlines()
@@ -357,9 +332,9 @@ def _largest_parsing_span(code: str) -> tuple[str, list[str]] | None:
         for end in range(len(lines), start, -1):
             span = "\n".join(lines[start:end]).strip("\n")
             candidate = textwrap.dedent(span)
-            if not candidate.strip() or not _parses(candidate):
+            if not candidate.strip() or not parses(candidate):
                 continue
-            if (start, end) != (0, len(lines)) and not _looks_like_code(candidate):
+            if (start, end) != (0, len(lines)) and not looks_like_code(candidate):
                 continue
             done: list[str] = []
             if any(line.strip() for line in lines[:start]):
@@ -431,7 +406,7 @@ def _drop_demo_calls(code: str) -> tuple[str, int]:
     drop = set().union(*(span(n) for n in demo))
     kept = "\n".join(line for i, line in enumerate(lines) if i not in drop).strip("\n")
     kept = re.sub(r"\n{3,}", "\n\n", kept)
-    if not _parses(kept):
+    if not parses(kept):
         return code, 0
     return kept, len(demo)
 
@@ -483,10 +458,10 @@ def repair(
         # Only the body came back (`return a + b`): put it under the signature we asked for.
         if body and not re.search(rf"^\s*(?:async\s+)?def\s+{re.escape(name)}\b", body, re.M):
             wrapped = def_line + "\n" + textwrap.indent(textwrap.dedent(body), "    ")
-            if _parses(wrapped) and not _parses_as_defs(body) and "return" in body:
+            if parses(wrapped) and not _parses_as_defs(body) and "return" in body:
                 repairs.append(f"put the body under `{def_line}`")
                 code = wrapped
-    if _parses(code):
+    if parses(code):
         tree = ast.parse(code)
         if signature is not None:
             name = signature[0]
@@ -503,7 +478,7 @@ def repair(
 
 
 def _parses_as_defs(code: str) -> bool:
-    if not _parses(code):
+    if not parses(code):
         return False
     return any(
         isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
