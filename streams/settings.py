@@ -14,7 +14,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -63,9 +71,33 @@ def _config_file() -> Path:
     return Path(os.environ.get("OCTO_CONFIG", "octollm.toml"))
 
 
+class LLMEndpoint(BaseModel):
+    """An OpenAI-compatible server one arm uses instead of the default (`llm_base_url`):
+    `OCTO_LLM__ARMS__JUDGE__URL=…`, or `[llm.arms.judge]` with `url = "…"` in octollm.toml.
+    Unset fields fall back to the default server's (`llm_model`, `llm_api_key`, …)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(min_length=1, description="API base URL (…/v1).")
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    schema_format: LLMSchemaFormat | None = None
+
+
+class LLMRouting(BaseModel):
+    """Which arms talk to a server of their own (docs/llm.md, "One endpoint per arm")."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arms: dict[str, LLMEndpoint] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OCTO_",
+        # OCTO_LLM__ARMS__JUDGE__URL → llm.arms["judge"].url (the nested groups of issue 15)
+        env_nested_delimiter="__",
         extra="forbid",
         validate_default=True,
     )
@@ -239,6 +271,11 @@ class Settings(BaseSettings):
     llm_completion_usd_per_1k: float = Field(
         default=0.0, ge=0, description="Price of 1k completion tokens (0 for the local model)."
     )
+    llm: LLMRouting = Field(
+        default_factory=LLMRouting,
+        description="Per-arm endpoints: OCTO_LLM__ARMS__<ARM>__URL (and __MODEL, __API_KEY, "
+        "__TIMEOUT_S, __SCHEMA_FORMAT), or [llm.arms.<arm>] in octollm.toml.",
+    )
 
     # --- Sandbox (executor arm, `octollm exec`; docs/executor.md) ---------------------------
     sandbox_allowed_commands: list[str] = Field(
@@ -374,7 +411,28 @@ class Settings(BaseSettings):
             raise ValueError("wire_format=confluent needs OCTO_SCHEMA_REGISTRY_URL")
         if self.min_insync_replicas > self.replication_factor:
             raise ValueError("min_insync_replicas cannot exceed replication_factor")
+        unknown = sorted(set(self.llm.arms) - set(self.arms))
+        if unknown:
+            raise ValueError(
+                f"llm.arms names no arm {', '.join(unknown)}; arms: {', '.join(self.arms)}"
+            )
         return self
+
+    def for_arm(self, arm: str) -> Settings:
+        """These settings as `arm`'s LLM client sees them: its own endpoint where one is set."""
+        endpoint = self.llm.arms.get(arm)
+        if endpoint is None:
+            return self
+        update: dict[str, Any] = {"llm_base_url": endpoint.url.rstrip("/")}
+        for field, value in (
+            ("llm_model", endpoint.model),
+            ("llm_api_key", endpoint.api_key),
+            ("llm_timeout_s", endpoint.timeout_s),
+            ("llm_schema_format", endpoint.schema_format),
+        ):
+            if value is not None:
+                update[field] = value
+        return self.model_copy(update=update)
 
     def kafka_client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every producer, consumer and admin client."""

@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except ValidationError as exc:  # a bad OCTO_* variable or config file entry
         first = exc.errors()[0]
-        name = "OCTO_" + "_".join(str(p) for p in first["loc"]).upper()
-        typer.echo(f"octollm: error: setting {name}: {first['msg']}", err=True)
+        loc = [str(p).upper() for p in first["loc"]]
+        # a nested setting's variable joins its path with "__" (OCTO_LLM__ARMS__JUDGE__URL)
+        name = f"setting OCTO_{'__'.join(loc)}" if loc else "settings"
+        typer.echo(f"octollm: error: {name}: {first['msg']}", err=True)
         sys.exit(2)

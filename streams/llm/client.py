@@ -4,17 +4,22 @@ It speaks plain HTTP (httpx) to `POST {llm_base_url}/chat/completions`, so any s
 OpenAI chat API works: the local llama.cpp server, vLLM, Ollama, a hosted API. One call is
 bounded by a time budget (`timeout_s`, default `llm_timeout_s`) that covers every attempt and the
 back-off between them; connection errors, timeouts, 429 and 5xx are retried up to
-`llm_max_retries` times with exponential back-off, then `LLMUnavailable` says why.
+`llm_max_retries` times with jittered exponential back-off, a server's Retry-After is honoured
+by every client of that server in the process, then `LLMUnavailable` says why. Each arm may
+use a server of its own (`Settings.for_arm`, `OCTO_LLM__ARMS__<ARM>__URL`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
+import random
 import re
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +41,12 @@ MAX_BACKOFF_S = 8.0
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 #: The back-off's sleep (a module attribute, so unit tests can record it instead of waiting).
 _sleep = asyncio.sleep
+#: The back-off's random share, in [0, 1): a sleep is half the exponential step plus up to the
+#: other half, so the arms that one outage failed together do not come back in lockstep.
+_jitter = random.random
+#: When each server (base URL) may be asked again, from its Retry-After: every client of that
+#: server in this process waits it out, so arms sharing one server back off together.
+_not_before: dict[str, float] = {}
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(?P<body>.*?)\n?\s*```\s*$", re.DOTALL)
 
 
@@ -92,6 +103,24 @@ class UsageMeter:
             "completion_tokens": self.completion_tokens,
             "cost_usd": round(self.cost_usd, 8),
         }
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """A Retry-After header in seconds from now (delay-seconds or an HTTP date), None if
+    absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
 
 
 def _is_loopback(url: str) -> bool:
@@ -200,11 +229,18 @@ class LLMClient:
         attempt = 0
         reason = "no attempt made"
         while attempt < max_attempts:
+            held = _not_before.get(self.base_url, 0.0) - time.monotonic()
+            if held > 0:  # the server asked every client to wait (Retry-After)
+                if held >= deadline - time.monotonic():
+                    reason = f"the server asked to wait {held:.1f}s, past the budget; {reason}"
+                    break
+                await _sleep(held)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 reason = f"time budget of {budget:g}s spent; last error: {reason}"
                 break
             attempt += 1
+            retry_after: float | None = None
             try:
                 # httpx's timeout bounds each read, not the whole answer; asyncio's bounds both.
                 async with asyncio.timeout(remaining):
@@ -244,16 +280,23 @@ class LLMClient:
                         body=text,
                     )
                 reason = f"HTTP {response.status_code}: {text}"
+                retry_after = _retry_after_s(response.headers.get("Retry-After"))
+                if retry_after is not None:
+                    until = time.monotonic() + retry_after
+                    _not_before[self.base_url] = max(_not_before.get(self.base_url, 0.0), until)
             if attempt >= max_attempts:
                 break
-            sleep = min(backoff * 2 ** (attempt - 1), MAX_BACKOFF_S, deadline - time.monotonic())
+            step = min(backoff * 2 ** (attempt - 1), MAX_BACKOFF_S)
+            sleep = min(step * (0.5 + 0.5 * _jitter()), deadline - time.monotonic())
+            if retry_after is not None:
+                sleep = 0.0  # the wait for the server's Retry-After comes first in the loop
             log.warning(
                 "llm attempt failed task_id=%s attempt=%d/%d reason=%s retry_in_s=%.2f",
                 task_id,
                 attempt,
                 max_attempts,
                 reason,
-                max(sleep, 0.0),
+                max(sleep, retry_after or 0.0, 0.0),
                 extra={"task_id": task_id, "component": "llm"},
             )
             if sleep > 0:

@@ -97,6 +97,7 @@ class ArmContext:
     def __init__(self, settings: Settings, worker_id: str, arm: str) -> None:
         self.settings = settings
         self.worker_id = worker_id
+        self.arm = arm
         self.log = TaskLog(logging.getLogger(f"octollm.arms.{arm}"), {"arm": arm})
         self._llm: LLMClient | None = None
 
@@ -105,7 +106,7 @@ class ArmContext:
         if self._llm is None:
             from octollm.llm import LLMClient
 
-            self._llm = LLMClient(self.settings)
+            self._llm = LLMClient(self.settings.for_arm(self.arm))
         return self._llm
 
     async def aclose(self) -> None:

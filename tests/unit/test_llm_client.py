@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import email.utils
 import json
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -149,6 +151,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded.append(seconds)
 
     monkeypatch.setattr(client_module, "_sleep", fake_sleep)
+    monkeypatch.setattr(client_module, "_jitter", lambda: 1.0)  # the top of each jitter range
+    monkeypatch.setattr(client_module, "_not_before", {})
     return recorded
 
 
@@ -383,3 +387,67 @@ async def test_empty_messages_are_refused() -> None:
     async with client_for(Recorder([RECORDED_CHAT])) as llm:
         with pytest.raises(ValueError, match="messages"):
             await llm.complete([])
+
+
+async def test_backoff_is_jittered_between_half_and_the_whole_step(
+    sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Arms that one outage failed together must not retry in lockstep."""
+    monkeypatch.setattr(client_module, "_jitter", lambda: 0.0)
+    rec = Recorder([503, 503, RECORDED_CHAT])
+    async with client_for(rec) as llm:
+        await llm.complete(MESSAGES)
+    assert sleeps == [0.125, 0.25]
+
+
+async def test_retry_after_holds_every_client_of_that_server(sleeps: list[float]) -> None:
+    """A 429 with Retry-After: 3 makes this client and another one of the same server wait."""
+
+    def busy_then_ok(outcomes: list[Any]) -> Handler:
+        rec = Recorder(outcomes)
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            response = rec(request)
+            if response.status_code == 429:
+                return httpx.Response(429, text="busy", headers={"Retry-After": "3"})
+            return response
+
+        return handler
+
+    first = LLMClient(settings(), transport=httpx.MockTransport(busy_then_ok([429, RECORDED_CHAT])))
+    async with first:
+        done = await first.complete(MESSAGES)
+    assert done.attempts == 2
+    assert len(sleeps) == 1 and 2.5 < sleeps[0] <= 3.0  # the server's wait, not the back-off
+    other = LLMClient(settings(), transport=httpx.MockTransport(busy_then_ok([RECORDED_CHAT])))
+    async with other:
+        await other.complete(MESSAGES)
+    assert len(sleeps) == 2 and sleeps[1] > 2.0  # same server: it waits before its first try
+    elsewhere = LLMClient(
+        settings(llm_base_url="http://127.0.0.1:10/v1"),
+        transport=httpx.MockTransport(busy_then_ok([RECORDED_CHAT])),
+    )
+    async with elsewhere:
+        await elsewhere.complete(MESSAGES)
+    assert len(sleeps) == 2  # another server is not held
+
+
+async def test_a_retry_after_past_the_budget_gives_up_at_once(sleeps: list[float]) -> None:
+    rec = Recorder([429])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        rec(request)
+        return httpx.Response(429, text="busy", headers={"Retry-After": "3600"})
+
+    async with LLMClient(settings(), transport=httpx.MockTransport(handler)) as llm:
+        with pytest.raises(LLMUnavailable, match="asked to wait"):
+            await llm.complete(MESSAGES)
+    assert len(rec.requests) == 1 and sleeps == []
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    assert client_module._retry_after_s("7") == 7.0
+    assert client_module._retry_after_s(None) is None
+    assert client_module._retry_after_s("soon") is None
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 < (client_module._retry_after_s(later) or 0) <= 30

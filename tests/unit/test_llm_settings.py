@@ -96,3 +96,44 @@ def test_a_remote_base_url_needs_no_local_server(tmp_path: Path) -> None:
     s = Settings(data_dir=tmp_path, llm_base_url="http://gpu-box.internal:8000/v1")
     assert llm.ensure_llm(s) is None
     assert not (tmp_path / "llm").exists()
+
+
+def test_an_arm_gets_its_own_endpoint_from_nested_env_vars(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OCTO_LLM_MODEL", "small")
+    monkeypatch.setenv("OCTO_LLM__ARMS__JUDGE__URL", "http://127.0.0.1:9100/v1/")
+    monkeypatch.setenv("OCTO_LLM__ARMS__JUDGE__MODEL", "big")
+    monkeypatch.setenv("OCTO_LLM__ARMS__JUDGE__API_KEY", "sk-judge")
+    monkeypatch.setenv("OCTO_LLM__ARMS__JUDGE__SCHEMA_FORMAT", "json_schema")
+    s = Settings()
+    judge = s.for_arm("judge")
+    assert judge.llm_base_url == "http://127.0.0.1:9100/v1"
+    assert judge.llm_model == "big"
+    assert judge.llm_api_key is not None and judge.llm_api_key.get_secret_value() == "sk-judge"
+    assert judge.llm_schema_format is LLMSchemaFormat.JSON_SCHEMA
+    assert judge.llm_timeout_s == s.llm_timeout_s  # unset: the default server's
+    coder = s.for_arm("coder")
+    assert (coder.llm_base_url, coder.llm_model) == (s.llm_base_url, "small")
+    assert "sk-judge" not in repr(s)
+
+
+def test_arm_endpoints_from_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "octollm.toml"
+    config.write_text(
+        '[llm.arms.planner]\nurl = "http://127.0.0.1:9200/v1"\nmodel = "planner-model"\n'
+        '[llm.arms.coder]\nurl = "http://127.0.0.1:9300/v1"\ntimeout_s = 30\n'
+    )
+    monkeypatch.setenv("OCTO_CONFIG", str(config))
+    s = Settings()
+    assert s.for_arm("planner").llm_model == "planner-model"
+    assert s.for_arm("coder").llm_base_url == "http://127.0.0.1:9300/v1"
+    assert s.for_arm("coder").llm_timeout_s == 30
+
+
+def test_an_endpoint_for_no_such_arm_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCTO_LLM__ARMS__JUGDE__URL", "http://127.0.0.1:9100/v1")
+    with pytest.raises(ValueError, match="llm.arms names no arm jugde"):
+        Settings()
