@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 from faust.transport.consumer import ThreadDelegateConsumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP
 
+from octollm.runtime import faust_internals
 from octollm.runtime.app import CommitGate, KeyedTransactionManager, murmur2_partitioner
 
 
@@ -107,9 +111,44 @@ def test_a_transactional_commit_counts_for_fausts_livelock_check() -> None:
 
 
 def test_fausts_livelock_check_still_reads_tp_last_committed_at() -> None:
-    """`_note_committed` feeds this attribute: if the pinned faust-streaming renames it, the
-    "has not committed … (report as bug)" false alarm comes back, so fail here, naming it."""
+    """`note_committed` feeds this attribute: if the pinned faust-streaming stops reading it,
+    the "has not committed … (report as bug)" false alarm comes back, so fail here, naming it."""
     source = inspect.getsource(AIOKafkaConsumerThread.verify_event_path)
     assert "self.tp_last_committed_at.get(tp)" in source
-    assert "self.tp_last_committed_at = {}" in inspect.getsource(AIOKafkaConsumerThread)
-    assert "_thread" in inspect.getsource(ThreadDelegateConsumer.__init__)
+
+
+def test_every_private_faust_name_we_use_is_there() -> None:
+    assert faust_internals.missing() == []
+
+
+def test_a_private_name_that_moved_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    used = (
+        *faust_internals.USED,
+        (AIOKafkaConsumerThread, "_renamed_since", "method"),
+        (ThreadDelegateConsumer, "gone_attr", "instance"),
+    )
+    monkeypatch.setattr(faust_internals, "USED", used)
+    assert faust_internals.missing() == [
+        "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread._renamed_since",
+        "faust.transport.consumer.ThreadDelegateConsumer.gone_attr",
+    ]
+    with pytest.raises(RuntimeError, match=r"_renamed_since, .*gone_attr"):
+        faust_internals.check()
+
+
+def test_only_the_internals_module_touches_fausts_private_names() -> None:
+    """Every `_name` of faust-streaming we rely on is listed in `faust_internals.USED`, and no
+    other module of ours reaches for one (a grep over the runtime and orchestrator sources)."""
+    private = {name for _owner, name, _kind in faust_internals.USED if name.startswith("_")}
+    root = Path(faust_internals.__file__).parent.parent
+    offenders = []
+    for path in [*root.glob("runtime/*.py"), *root.glob("orchestrator/*.py")]:
+        if path.name == "faust_internals.py":
+            continue
+        text = path.read_text()
+        offenders += [
+            f"{path.name}: {name}"
+            for name in private
+            if re.search(rf"\.{re.escape(name)}\b|\b{re.escape(name)}\(", text)
+        ]
+    assert offenders == []
