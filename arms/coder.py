@@ -1,9 +1,13 @@
 """The coder arm: writes or edits code with the LLM and checks it before answering.
 
-One request is a loop of at most `coder_max_attempts` rounds: ask the model, repair its answer
-deterministically (small models wrap code in prose, forget the fence, indent the whole block,
-drop the `def` line, name the function differently), check it, and on a failed check give the
-model the error and ask again. Python is parsed and compiled; the tests of the step
+One request is a loop of at most `coder_max_attempts` rounds. Each round samples
+`coder_candidates` answers at once (best-of-n, `octollm.arms.best_of_n`: the first at a low
+temperature, the others hotter), repairs each deterministically (small models wrap code in
+prose, forget the fence, indent the whole block, drop the `def` line, name the function
+differently) and checks it as it arrives; the first that passes wins and the rest are
+cancelled. When none passes, the best failure's error goes back to the model for the next
+round. All candidates share the request's token budget (`coder_token_budget`, capped by the
+task's) and its deadline. Python is parsed and compiled; the tests of the step
 (`inputs["tests"]`) and the runnable acceptance criteria (`inputs["acceptance_criteria"]`, e.g.
 `add(2, 3) == 5`) run in the sandbox. Other languages are syntax-checked where a checker is on
 the machine (`node --check`, `gcc -fsyntax-only`, `bash -n`, ...), and the result says so when
@@ -16,6 +20,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import re
@@ -29,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
+from octollm.arms.best_of_n import TokenBudget, first_passing
 from octollm.arms.checks import looks_like_code, parses, python_check
 from octollm.contracts.models import ArmRequest, ArmStatus, Usage
 from octollm.llm import LLMClient, LLMError, UsageMeter
@@ -69,6 +75,10 @@ SYNTAX_TIMEOUT_S = 10.0
 FIRST_TEMPERATURE = 0.1
 RETRY_TEMPERATURE = 0.4
 REPEAT_STEP = 0.3
+#: The other candidates of a round (best-of-n): hot enough to differ from the first.
+CANDIDATE_TEMPERATURE = 0.8
+#: A candidate's completion is cut to fit n of them in the token budget, never below this.
+MIN_CANDIDATE_TOKENS = 192
 #: Inputs with a meaning of their own; every other input is a dependency's output (e.g. the
 #: retriever's passages) and goes into the prompt as reference.
 RESERVED_INPUTS = frozenset({"code", "language", "tests", "acceptance_criteria", "feedback"})
@@ -648,10 +658,16 @@ class Attempt:
     draft: Draft
     records: list[CheckRecord]
     llm_error: str = ""
+    tokens: int = 0  # prompt + completion tokens of its LLM call
+    temperature: float = 0.0
 
     @property
     def failed(self) -> int:
         return len(failures(self.records))
+
+    @property
+    def usable(self) -> bool:
+        return not self.llm_error and bool(self.draft.code.strip())
 
     @property
     def passed(self) -> bool:
@@ -660,12 +676,19 @@ class Attempt:
     def summary(self) -> dict[str, Any]:
         return {
             "attempt": self.number,
+            "temperature": self.temperature,
             "passed": self.passed,
             "answer": self.draft.raw[:ANSWER_CHARS],
             "repairs": self.draft.repairs,
             "failures": [_describe(r) for r in failures(self.records)][:3],
             **({"llm_error": self.llm_error} if self.llm_error else {}),
         }
+
+
+def _prompt_tokens_estimate(messages: Sequence[Mapping[str, str]]) -> int:
+    """An upper estimate of a prompt's tokens (about 3 characters a token for code and
+    English, plus the chat template's markers), for the token budget."""
+    return sum(len(m.get("content", "")) // 3 + 8 for m in messages) + 8
 
 
 def cited_sources(references: Mapping[str, str]) -> list[str]:
@@ -719,7 +742,6 @@ class CoderArm(Arm):
     timeout_s: ClassVar[float] = 240.0
 
     async def handle(self, request: ArmRequest, ctx: ArmContext) -> ArmOutput:
-        task_id = str(request.task_id)
         began = time.monotonic()
         deadline = began + request_timeout(self, request, datetime.now(UTC)) - RESERVE_S
         max_tokens = MAX_TOKENS
@@ -734,48 +756,110 @@ class CoderArm(Arm):
             sig = None
         messages = build_messages(task, sig[1] if sig else None)
         max_attempts = ctx.settings.coder_max_attempts
+        n = ctx.settings.coder_candidates
+        limit = ctx.settings.coder_token_budget
+        if request.max_tokens is not None:
+            limit = min(limit, int(request.max_tokens))
+        budget = TokenBudget(limit)
         meter = UsageMeter()
         history: list[Attempt] = []
+        winner: Attempt | None = None
         prompt = messages
-        for number in range(1, max_attempts + 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 1.0:
+        for round_no in range(1, max_attempts + 1):
+            if deadline - time.monotonic() <= 1.0:
                 break
             # A retry at a low temperature tends to repeat the wrong answer; each repeat so
-            # far makes the next try bolder.
+            # far makes the next round's first try bolder. The other candidates run hot.
             repeats = len(history) - len({a.draft.code for a in history})
-            temperature = (
+            first = (
                 FIRST_TEMPERATURE
-                if number == 1
+                if round_no == 1
                 else round(min(RETRY_TEMPERATURE + REPEAT_STEP * repeats, 1.0), 2)
             )
-            attempt = await self._attempt(
-                number,
-                prompt,
-                task,
-                sig,
-                tests,
-                ctx,
-                meter,
-                max_tokens,
-                remaining,
-                task_id,
-                temperature,
+            prompt_estimate = _prompt_tokens_estimate(prompt)
+            # Cut each candidate's answer so that n of them fit in what is left.
+            share = budget.left // n - prompt_estimate
+            cap = max(min(max_tokens, share), min(max_tokens, MIN_CANDIDATE_TOKENS))
+            sample = functools.partial(
+                self._candidate,
+                round_no=round_no,
+                rounds=max_attempts,
+                n=n,
+                numbered=len(history),
+                prompt=prompt,
+                task=task,
+                sig=sig,
+                tests=tests,
+                ctx=ctx,
+                meter=meter,
+                max_tokens=cap,
+                deadline=deadline,
+                first_temperature=first,
+                request=request,
             )
-            history.append(attempt)
-            ctx.log.info(
-                "coder attempt %d/%d passed=%s failed_checks=%d repairs=%s",
-                number,
-                max_attempts,
-                attempt.passed,
-                attempt.failed,
-                ",".join(attempt.draft.repairs) or "-",
-                extra={"task_id": task_id, "tenant_id": request.tenant_id},
+            estimate = prompt_estimate + cap
+            if round_no == 1:
+                # The first round always gets one candidate, whatever the estimate says.
+                estimate = min(estimate, max(budget.left, 1))
+            selection = await first_passing(
+                sample, n, budget=budget, estimate=estimate, deadline=deadline
             )
-            if attempt.passed or attempt.llm_error:
+            history.extend(selection.finished)
+            if selection.winner is not None:
+                winner = selection.winner
                 break
-            prompt = retry_messages(messages, attempt.draft, feedback_for(attempt.records))
-        return self._result(task, history, max_attempts, sig, meter)
+            best = selection.best
+            if best is None or selection.stopped == "time":
+                break  # the LLM failed every candidate (down, out of time), or time is up
+            prompt = retry_messages(messages, best.draft, feedback_for(best.records))
+        return self._result(task, history, max_attempts * n, sig, meter, winner)
+
+    async def _candidate(
+        self,
+        i: int,
+        *,
+        round_no: int,
+        rounds: int,
+        n: int,
+        numbered: int,
+        prompt: list[dict[str, str]],
+        task: CodeTask,
+        sig: tuple[str, str] | None,
+        tests: list[PyCheck],
+        ctx: ArmContext,
+        meter: UsageMeter,
+        max_tokens: int,
+        deadline: float,
+        first_temperature: float,
+        request: ArmRequest,
+    ) -> Attempt:
+        """Candidate `i` of a round: the first at `first_temperature`, the others hotter."""
+        task_id = str(request.task_id)
+        attempt = await self._attempt(
+            numbered + i + 1,
+            prompt,
+            task,
+            sig,
+            tests,
+            ctx,
+            meter,
+            max_tokens,
+            deadline - time.monotonic(),
+            task_id,
+            first_temperature if i == 0 else CANDIDATE_TEMPERATURE,
+        )
+        ctx.log.info(
+            "coder round %d/%d candidate %d/%d passed=%s failed_checks=%d repairs=%s",
+            round_no,
+            rounds,
+            i + 1,
+            n,
+            attempt.passed,
+            attempt.failed,
+            ",".join(attempt.draft.repairs) or "-",
+            extra={"task_id": task_id, "tenant_id": request.tenant_id},
+        )
+        return attempt
 
     async def _attempt(
         self,
@@ -797,16 +881,18 @@ class CoderArm(Arm):
                 prompt,
                 max_tokens=max_tokens,
                 temperature=temperature,
-                timeout_s=min(LLM_TIMEOUT_S, remaining),
+                timeout_s=max(min(LLM_TIMEOUT_S, remaining), 0.1),
                 task_id=task_id,
             )
         except LLMError as e:
             empty = Draft("", "", task.language)
-            return Attempt(number, empty, [], llm_error=f"{type(e).__name__}: {e}")
+            error = f"{type(e).__name__}: {e}"
+            return Attempt(number, empty, [], llm_error=error, temperature=temperature)
         meter.add(completion)
         draft = repair(completion.text, task.language, sig, has_tests=bool(tests))
         records = await check_code(draft, tests, ctx.settings, task_id)
-        return Attempt(number, draft, records)
+        tokens = completion.prompt_tokens + completion.completion_tokens
+        return Attempt(number, draft, records, tokens=tokens, temperature=temperature)
 
     def _result(
         self,
@@ -815,6 +901,7 @@ class CoderArm(Arm):
         max_attempts: int,
         sig: tuple[str, str] | None,
         meter: UsageMeter,
+        winner: Attempt | None = None,
     ) -> ArmOutput:
         usage = Usage(**meter.as_usage())
         usable = [a for a in history if not a.llm_error and a.draft.code.strip()]
@@ -823,8 +910,9 @@ class CoderArm(Arm):
             return ArmOutput(
                 status=ArmStatus.FAILED, reason=f"no code produced: {why}", usage=usage
             )
-        # Of the attempts with the fewest failed checks, the latest: it had the most feedback.
-        best = min(reversed(usable), key=lambda a: a.failed)
+        # The candidate that passed; else, of those with the fewest failed checks, the latest:
+        # it had the most feedback.
+        best = winner or min(reversed(usable), key=lambda a: a.failed)
         syntax = best.records[0]
         artifacts = {
             "code": best.draft.code,

@@ -57,6 +57,16 @@ class WireFormat(StrEnum):
     CONFLUENT = "confluent"  # 0x00 + 4-byte schema id, needs a schema registry
 
 
+class LLMServerKind(StrEnum):
+    """Which program serves the local model (docs/llm.md, "How the local model is served")."""
+
+    # llama.cpp's own server, built by scripts/build-llama-server.sh: parallel slots with
+    # continuous batching, so concurrent arms share each forward pass.
+    LLAMA_SERVER = "llama-server"
+    # llama-cpp-python's FastAPI server: one request at a time behind a lock (the baseline).
+    LLAMA_CPP_PYTHON = "llama-cpp-python"
+
+
 class LLMSchemaFormat(StrEnum):
     """How a JSON schema is sent in `response_format`; see docs/llm.md."""
 
@@ -191,7 +201,20 @@ class Settings(BaseSettings):
         3, ge=1, description="Failures/timeouts in a row after which an arm is avoided."
     )
     coder_max_attempts: int = Field(
-        3, ge=1, le=10, description="Coder arm: LLM tries per request while its checks fail."
+        3, ge=1, le=10, description="Coder arm: rounds per request while its checks fail."
+    )
+    coder_candidates: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Coder arm: candidates sampled at once per round (best-of-n); the first "
+        "that passes the step's tests wins.",
+    )
+    coder_token_budget: int = Field(
+        6000,
+        ge=256,
+        description="Coder arm: prompt + completion tokens one request may spend on all its "
+        "candidates (the task's remaining budget caps it further).",
     )
 
     # --- Local services -------------------------------------------------------------------
@@ -255,7 +278,26 @@ class Settings(BaseSettings):
         # against each other and swing between 9 and 74 tokens/s; 1 thread keeps 36-50.
         description="Local server's CPU threads; 2 is faster only on an otherwise idle machine.",
     )
-    llm_ctx: int = Field(default=4096, ge=256, description="Local server's context (tokens).")
+    llm_ctx: int = Field(
+        default=4096, ge=256, description="Local server's context per request (tokens)."
+    )
+    llm_server: LLMServerKind = Field(
+        default=LLMServerKind.LLAMA_SERVER,
+        description="Program serving the local model: llama.cpp's llama-server (parallel "
+        "slots, continuous batching) or llama-cpp-python's server (one request at a time).",
+    )
+    llm_parallel: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="llama-server's slots: requests decoded together; the server's context "
+        "is llm_ctx per slot.",
+    )
+    llm_server_bin: Path | None = Field(
+        default=None,
+        description="The llama-server binary; empty means .venv/bin/llama-server (linked by "
+        "`make setup`), else llama-server on PATH.",
+    )
     llm_model_path: Path | None = Field(
         default=None,
         description="GGUF file the local server loads; empty means the SmolLM2-135M-Instruct "
@@ -329,7 +371,7 @@ class Settings(BaseSettings):
         "has one owner: the CLI asks the sink).",
     )
 
-    @field_validator("llm_model_path", mode="before")
+    @field_validator("llm_model_path", "llm_server_bin", mode="before")
     @classmethod
     def _empty_model_path(cls, value: object) -> object:
         # OCTO_LLM_MODEL_PATH= (empty) means "the default model", not the current directory.

@@ -88,10 +88,15 @@ def request(instruction: str, **inputs: str) -> ArmRequest:
     )
 
 
+ONE = Settings(coder_candidates=1)
+
+
 async def run(
     req: ArmRequest, recorded: Recorded, settings: Settings | None = None
 ) -> tuple[ArmStatus, str, dict[str, str], str | None]:
-    settings = settings or Settings()
+    # One candidate a round: these tests follow the retry loop answer by answer (best-of-n has
+    # its own tests below and in test_best_of_n.py).
+    settings = settings or ONE
     llm = LLMClient(settings, transport=httpx.MockTransport(recorded))
     try:
         out = await CoderArm().handle(req, Ctx(settings, llm))  # type: ignore[arg-type]
@@ -359,7 +364,9 @@ async def test_tests_the_sandbox_refuses_are_reported_not_run():
 async def test_an_answer_whose_tests_could_not_run_says_so():
     recorded = Recorded(RECORDED_ADD)
     req = request("Write add(a, b).", tests=json.dumps(["add(2, 3) == 5"]))
-    status, output, artifacts, _ = await run(req, recorded, Settings(sandbox_allowed_commands=[]))
+    status, output, artifacts, _ = await run(
+        req, recorded, Settings(sandbox_allowed_commands=[], coder_candidates=1)
+    )
     assert status is ArmStatus.OK and artifacts["attempts"] == "1"  # no retry: nothing failed
     assert "1 test(s) not run: command 'python3' is not allow-listed" in output
     assert json.loads(artifacts["checks"])[1]["passed"] is None
@@ -435,7 +442,9 @@ async def test_gives_up_after_max_attempts_with_the_best_code_and_its_failures()
 async def test_max_attempts_is_a_setting():
     recorded = Recorded(WRONG_ADD)
     req = request("Write add(a, b).", tests=json.dumps(["add(2, 3) == 5"]))
-    _, _, artifacts, _ = await run(req, recorded, Settings(coder_max_attempts=1))
+    _, _, artifacts, _ = await run(
+        req, recorded, Settings(coder_max_attempts=1, coder_candidates=1)
+    )
     assert artifacts["attempts"] == "1" and len(recorded.requests) == 1
 
 
@@ -505,3 +514,58 @@ def test_retrieved_sources_are_cited_in_rank_order_without_repeats() -> None:
         "examples/corpus/arm-runtime.md",
     ]
     assert cited_sources({"x": '{"passages": "nope"}', "y": "[1, 2]"}) == []
+
+
+# --- best-of-n (the selection itself: test_best_of_n.py) ----------------------------------
+
+
+class ByTemperature:
+    """Answers by the request's temperature: the low first candidate gets `cold`, the hot
+    ones `hot` (hand-written and recorded answers, as above)."""
+
+    def __init__(self, cold: str, hot: str) -> None:
+        self.cold, self.hot = cold, hot
+        self.requests: list[dict[str, object]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.requests.append(body)
+        content = self.cold if float(body["temperature"]) < 0.5 else self.hot
+        return httpx.Response(200, json=chat_completion(content, 80, 20))
+
+
+async def test_best_of_n_a_hot_candidate_that_passes_wins_in_one_round():
+    answers = ByTemperature(WRONG_ADD, RECORDED_ADD)
+    req = request("Write add(a, b).", tests=json.dumps(["add(2, 3) == 5"]))
+    status, output, artifacts, _ = await run(req, answers, Settings(coder_candidates=4))  # type: ignore[arg-type]
+    assert status is ArmStatus.OK and artifacts["passed"] == "true"
+    assert "return a + b" in artifacts["code"] and "1/1 tests passed" in output
+    temps = sorted(float(r["temperature"]) for r in answers.requests)  # type: ignore[arg-type]
+    assert temps[0] == 0.1 and all(t == 0.8 for t in temps[1:]) and len(temps) <= 4
+    # one round: no request carries a failed answer back to the model
+    assert all(len(r["messages"]) == 2 for r in answers.requests)  # type: ignore[arg-type]
+    history = json.loads(artifacts["history"])
+    assert any(h["passed"] for h in history)
+
+
+async def test_best_of_n_the_token_budget_stops_sampling():
+    answers = ByTemperature(WRONG_ADD, WRONG_ADD)
+    req = request("Write add(a, b).", tests=json.dumps(["add(2, 3) == 5"]))
+    # each candidate is estimated at its prompt plus MIN_CANDIDATE_TOKENS; 700 pays for 2
+    settings = Settings(coder_candidates=4, coder_token_budget=700, coder_max_attempts=3)
+    status, _, artifacts, _ = await run(req, answers, settings)  # type: ignore[arg-type]
+    assert status is ArmStatus.OK and artifacts["passed"] == "false"
+    assert 1 <= len(answers.requests) <= 4  # far fewer than 3 rounds of 4
+    spent = 100 * len(answers.requests)  # 80 + 20 tokens each
+    assert spent <= 700
+
+
+async def test_best_of_n_all_fail_reports_the_best_error():
+    answers = ByTemperature(BROKEN_ADD, WRONG_ADD)  # cold: no compile; hot: compiles, wrong
+    req = request("Write add(a, b).", tests=json.dumps(["add(2, 3) == 5"]))
+    settings = Settings(coder_candidates=3, coder_max_attempts=1)
+    status, output, artifacts, _ = await run(req, answers, settings)  # type: ignore[arg-type]
+    assert status is ArmStatus.OK and artifacts["passed"] == "false"
+    assert len(answers.requests) == 3
+    assert "return a - b" in artifacts["code"]  # the one that compiles, not the syntax error
+    assert "Failing: add(2, 3) == 5: add(2, 3) returned -1, expected 5" in output
