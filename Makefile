@@ -10,7 +10,8 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/octollm/cargo-target
 CARGO := cargo
 REFLEX := --manifest-path reflex-layer/Cargo.toml
 
-.PHONY: setup run up down status test test-unit test-integration test-e2e lint typecheck bench reset clean
+.PHONY: setup run up down status test test-unit test-integration test-e2e lint typecheck bench reset clean \
+	train-injection eval-injection
 
 setup: ## venv, Python deps, Kafka jars, the reflex binary (cached under ~/.cache/octollm, ~/.m2)
 	@scripts/setup.sh
@@ -52,6 +53,14 @@ typecheck: setup
 
 bench: setup ## benchmarks print figures beside a same-run baseline; nothing is asserted
 	$(PY) -m bench
+
+# The learned prompt-injection stage (issue 11). Corpora: OCTO_INJECTION_DATA (default /work/data),
+# fetched as reflex-layer/model/DATA_CARD.md says; the binary computes every feature.
+train-injection: setup ## retrain reflex-layer/model/injection.v1.bin from the recorded sources
+	$(PY) scripts/train_injection.py train
+
+eval-injection: setup ## leave-one-source-out table, hard-benign false alarms, regression set
+	$(PY) scripts/train_injection.py eval
 
 reset: ## stop services and wipe local data (topics, logs, state) of this checkout
 	$(OCTO) infra reset --yes

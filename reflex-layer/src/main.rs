@@ -19,14 +19,64 @@ struct Cli {
 enum Command {
     /// Read JSONL {"id", "text"} from stdin; write one JSON line per input line to stdout
     /// ({"id", "pii", "injection", "redacted"}; offsets are Unicode code points), flushed per line.
-    Scan,
+    Scan(ScanArgs),
+    /// Read JSONL {"text"} from stdin; write the learned stage's hashed features per line
+    /// ({"idx", "cnt", "n", "rule"}): what `make train-injection` trains on.
+    Features {
+        /// Print the feature spec and its hash (the weights file's header field) and exit.
+        #[arg(long)]
+        spec: bool,
+    },
     /// Consume octo.tasks.v1 and route, quarantine or dead-letter every task, exactly once
     /// (one Kafka transaction per batch). Stops cleanly on SIGTERM/SIGINT.
     Run(Box<RunArgs>),
 }
 
+/// The learned prompt-injection stage's weights (loaded at start; missing or corrupt: exit 1).
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Weights file (default: model/injection.v1.bin in this binary's source checkout).
+    #[arg(long, env = "OCTO_REFLEX_INJECTION_MODEL")]
+    injection_model: Option<std::path::PathBuf>,
+    /// Fused probability at which a text becomes HIGH (quarantined); default: the file's.
+    #[arg(long, env = "OCTO_REFLEX_INJECTION_THRESHOLD")]
+    injection_threshold: Option<f32>,
+}
+
+#[derive(clap::Args)]
+struct ScanArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Add "explain": rule hits and the strongest n-gram features behind each verdict.
+    #[arg(long)]
+    explain: bool,
+    /// How many features --explain lists.
+    #[arg(long, default_value_t = 12)]
+    explain_top: usize,
+}
+
+/// Loads and installs the injection model; the error is one line for stderr.
+fn load_model(args: &ModelArgs) -> Result<(), String> {
+    use octollm_reflex::injection::model;
+    let path = args
+        .injection_model
+        .clone()
+        .unwrap_or_else(model::default_path);
+    let mut m = model::Model::load(&path).map_err(|e| e.to_string())?;
+    if let Some(t) = args.injection_threshold {
+        if !(t > 0.0 && t < 1.0) {
+            return Err(format!("--injection-threshold {t}: must be in (0, 1)"));
+        }
+        m.threshold = t;
+    }
+    let _ = model::install(m);
+    Ok(())
+}
+
 #[derive(clap::Args)]
 struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
     /// Kafka bootstrap servers.
     #[arg(long, env = "OCTO_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
     bootstrap_servers: String,
@@ -126,6 +176,10 @@ fn run(args: RunArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let Err(e) = load_model(&args.model) {
+        eprintln!("octollm-reflex run: {e}");
+        return ExitCode::FAILURE;
+    }
     let cfg = match config(args) {
         Ok(c) => c,
         Err(e) => {
@@ -183,10 +237,39 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Run(args) => run(*args),
-        Command::Scan => {
+        Command::Features { spec: true } => {
+            use octollm_reflex::injection::model;
+            let spec = serde_json::json!({
+                "spec": model::FEATURE_SPEC,
+                "hash": format!("{:016x}", model::spec_hash()),
+                "bucket_bits": model::BUCKET_BITS,
+            });
+            println!("{spec}");
+            ExitCode::SUCCESS
+        }
+        Command::Features { spec: false } => {
+            let stdin = io::stdin().lock();
+            let stdout = io::BufWriter::new(io::stdout().lock());
+            let f = octollm_reflex::scan::features_line;
+            match octollm_reflex::scan::run_lines(BufReader::new(stdin), stdout, f) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("octollm-reflex features: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Scan(args) => {
+            if let Err(e) = load_model(&args.model) {
+                eprintln!("octollm-reflex scan: {e}");
+                return ExitCode::FAILURE;
+            }
             let stdin = io::stdin().lock();
             let stdout = io::stdout().lock();
-            match octollm_reflex::scan::run(BufReader::new(stdin), stdout) {
+            let explain = args.explain.then_some(args.explain_top);
+            let f = |l: &[u8]| octollm_reflex::scan::scan_line_with(l, explain);
+            match octollm_reflex::scan::run_lines(BufReader::new(stdin), stdout, f) {
                 Ok(()) => ExitCode::SUCCESS,
                 // a closed stdout (reader went away) is a normal end
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,

@@ -29,6 +29,9 @@ pub struct ScanResult {
     pub pii: Vec<PiiOut>,
     pub injection: Verdict,
     pub redacted: String,
+    /// With `scan --explain`: rule hits and the strongest n-gram features behind the verdict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<injection::Explanation>,
 }
 
 #[derive(Serialize)]
@@ -78,11 +81,26 @@ pub fn scan_text(id: serde_json::Value, text: &str) -> ScanResult {
         pii: to_codepoint_offsets(text, &findings),
         injection: injection::assess(text),
         redacted,
+        explain: None,
     }
+}
+
+/// [`scan_text`] plus the explanation of the injection verdict (`top` features).
+pub fn scan_text_explained(id: serde_json::Value, text: &str, top: usize) -> ScanResult {
+    let model = injection::model::installed();
+    let a = injection::analyse(text, model);
+    let mut r = scan_text(id, text);
+    r.explain = Some(a.explain(model, top));
+    r
 }
 
 /// Process one raw input line into one output JSON line (no trailing newline).
 pub fn scan_line(line: &[u8]) -> String {
+    scan_line_with(line, None)
+}
+
+/// The `text` of one input line, or the error line to print instead.
+fn read_line(line: &[u8]) -> Result<(serde_json::Value, String), String> {
     let null = serde_json::Value::Null;
     let err = |id: &serde_json::Value, e: String| {
         serde_json::to_string(&ErrorLine { id, error: e })
@@ -90,27 +108,65 @@ pub fn scan_line(line: &[u8]) -> String {
     };
     let v: serde_json::Value = match serde_json::from_slice(line) {
         Ok(v) => v,
-        Err(e) => return err(&null, format!("invalid JSON: {e}")),
+        Err(e) => return Err(err(&null, format!("invalid JSON: {e}"))),
     };
     let serde_json::Value::Object(mut obj) = v else {
-        return err(
+        return Err(err(
             &null,
             "expected a JSON object with \"id\" and \"text\"".to_string(),
-        );
+        ));
     };
     let id = obj.remove("id").unwrap_or(serde_json::Value::Null);
-    let text = match obj.get("text") {
-        Some(serde_json::Value::String(s)) => s,
-        Some(_) => return err(&id, "\"text\" must be a string".to_string()),
-        None => return err(&id, "missing \"text\"".to_string()),
+    match obj.remove("text") {
+        Some(serde_json::Value::String(s)) => Ok((id, s)),
+        Some(_) => Err(err(&id, "\"text\" must be a string".to_string())),
+        None => Err(err(&id, "missing \"text\"".to_string())),
+    }
+}
+
+/// One `octollm-reflex features` output line: the learned stage's hashed features of the text
+/// (sorted buckets `idx`, their counts `cnt`, the total `n`), the rule score and whether the
+/// rules saw only meta/quoted hits (`meta`), so the trainer
+/// never re-implements normalisation, decoding or hashing.
+pub fn features_line(line: &[u8]) -> String {
+    let (id, text) = match read_line(line) {
+        Ok(x) => x,
+        Err(e) => return e,
     };
-    let res = scan_text(id.clone(), text);
-    serde_json::to_string(&res).unwrap_or_else(|e| err(&id, format!("serialise: {e}")))
+    let a = injection::analyse(&text, None);
+    let (counts, n) = injection::model::counts(a.segments.iter().map(String::as_str));
+    let idx: Vec<u32> = counts.iter().map(|c| c.0).collect();
+    let cnt: Vec<u32> = counts.iter().map(|c| c.1).collect();
+    serde_json::json!({"id": id, "idx": idx, "cnt": cnt, "n": n, "rule": a.rule_score, "meta": a.meta}).to_string()
+}
+
+/// [`scan_line`], with an explanation of `top` features when `explain` is set.
+pub fn scan_line_with(line: &[u8], explain: Option<usize>) -> String {
+    let (id, text) = match read_line(line) {
+        Ok(x) => x,
+        Err(e) => return e,
+    };
+    let res = match explain {
+        Some(top) => scan_text_explained(id.clone(), &text, top),
+        None => scan_text(id.clone(), &text),
+    };
+    serde_json::to_string(&res).unwrap_or_else(|e| {
+        serde_json::json!({"id": id, "error": format!("serialise: {e}")}).to_string()
+    })
 }
 
 /// Read JSONL from `input`, write one JSON line per non-blank input line to `output`, flushing
 /// after each line.
-pub fn run<R: BufRead, W: Write>(mut input: R, mut output: W) -> io::Result<()> {
+pub fn run<R: BufRead, W: Write>(input: R, output: W) -> io::Result<()> {
+    run_lines(input, output, scan_line)
+}
+
+/// The JSONL loop of `scan` and `features`: `f` turns each non-blank line into one output line.
+pub fn run_lines<R: BufRead, W: Write>(
+    mut input: R,
+    mut output: W,
+    f: impl Fn(&[u8]) -> String,
+) -> io::Result<()> {
     let mut buf = Vec::with_capacity(4096);
     loop {
         buf.clear();
@@ -121,7 +177,7 @@ pub fn run<R: BufRead, W: Write>(mut input: R, mut output: W) -> io::Result<()> 
         if line.is_empty() {
             continue;
         }
-        let out = scan_line(line);
+        let out = f(line);
         output.write_all(out.as_bytes())?;
         output.write_all(b"\n")?;
         output.flush()?;

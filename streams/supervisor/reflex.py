@@ -85,6 +85,17 @@ def reflex_binary(env: dict[str, str] | None = None) -> Path:
     )
 
 
+def injection_model(env: dict[str, str] | None = None) -> Path:
+    """The learned injection stage's weights: `OCTO_REFLEX_INJECTION_MODEL`, else this checkout's
+    `reflex-layer/model/injection.v1.bin`. Passed explicitly like `--schemas-dir`: the binary's
+    own default is the checkout it was built in (a missing file makes it exit 1 at start)."""
+    env = os.environ if env is None else env
+    override = env.get("OCTO_REFLEX_INJECTION_MODEL")
+    if override:
+        return Path(override)
+    return PROJECT_ROOT / "reflex-layer" / "model" / "injection.v1.bin"
+
+
 def reflex_run_argv(settings: Settings, *, instance: str | None = None) -> list[str]:
     """The command line of the streaming path, `octollm-reflex run`, for these settings.
 
@@ -105,6 +116,8 @@ def reflex_run_argv(settings: Settings, *, instance: str | None = None) -> list[
         # explicit, so a limit set in octollm.toml (which the binary does not read) applies
         "--max-goal-bytes",
         str(settings.reflex_max_goal_bytes),
+        "--injection-model",
+        str(injection_model()),
     ]
     if instance:
         argv += ["--instance", instance]
@@ -177,6 +190,8 @@ class ScanProcess:
         self._proc = await asyncio.create_subprocess_exec(
             str(binary),
             "scan",
+            "--injection-model",
+            str(injection_model()),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

@@ -11,6 +11,7 @@
 use serde::Serialize;
 
 pub mod decode;
+pub mod model;
 pub mod normalize;
 pub mod rules;
 
@@ -60,6 +61,10 @@ struct Hit {
     end: usize,
     /// Rule identity: regex index, or `PHRASE_BASE + phrase index`.
     id: usize,
+    /// Index of the segment (see [`Analysis`]) the offsets point into.
+    seg: usize,
+    /// Dampened because it sits in a meta or quoting context (the text talks about it).
+    damped: bool,
 }
 
 const PHRASE_BASE: usize = 10_000;
@@ -359,7 +364,7 @@ fn is_word_byte(b: u8) -> bool {
 
 /// Matches every rule on normalised `text`, appending hits. With `contextual`, hits in a meta or
 /// quoting context are dampened (decoded payloads are matched without it).
-fn scan(text: &str, contextual: bool, out: &mut Vec<Hit>) {
+fn scan(text: &str, seg: usize, contextual: bool, out: &mut Vec<Hit>) {
     let mut harm = None;
     let matched = rules::RULE_SET.matches(text);
     for id in matched.iter() {
@@ -370,15 +375,20 @@ fn scan(text: &str, contextual: bool, out: &mut Vec<Hit>) {
             else {
                 continue;
             };
-            if contextual {
-                w *= context_factor(text, m.start(), m.end());
-            }
+            let f = if contextual {
+                context_factor(text, m.start(), m.end())
+            } else {
+                1.0
+            };
+            w *= f;
             out.push(Hit {
                 cat: rule.cat,
                 weight: w,
                 start: m.start(),
                 end: m.end(),
                 id,
+                seg,
+                damped: f < 1.0,
             });
             if w >= rule.weight {
                 // Undampened at full weight: later matches of this rule cannot add anything.
@@ -399,22 +409,35 @@ fn scan(text: &str, contextual: bool, out: &mut Vec<Hit>) {
         let Some(mut w) = kind_weight(text, p.kind, p.weight, m.start(), m.end(), &mut harm) else {
             continue;
         };
-        if contextual {
-            w *= context_factor(text, m.start(), m.end());
-        }
+        let f = if contextual {
+            context_factor(text, m.start(), m.end())
+        } else {
+            1.0
+        };
+        w *= f;
         out.push(Hit {
             cat: p.cat,
             weight: w,
             start: m.start(),
             end: m.end(),
             id: PHRASE_BASE + m.pattern().as_usize(),
+            seg,
+            damped: f < 1.0,
         });
     }
 }
 
 /// Decodes encoded spans of `raw` (and, for rot13, of its normalised form `norm`), scans them and
-/// returns the strongest decoded hit weight (0 if none). Recurses `depth` more levels.
-fn scan_decoded(raw: &str, norm: &str, depth: u8, budget: &mut usize, out: &mut Vec<Hit>) -> f32 {
+/// returns the strongest decoded hit weight (0 if none). Recurses `depth` more levels. Every
+/// normalised decoded text is appended to `segments` (the learned stage reads them).
+fn scan_decoded(
+    raw: &str,
+    norm: &str,
+    depth: u8,
+    budget: &mut usize,
+    out: &mut Vec<Hit>,
+    segments: &mut Vec<String>,
+) -> f32 {
     let mut best = 0.0f32;
     let mut candidates = decode::base64_spans(raw);
     candidates.extend(decode::hex_spans(raw));
@@ -428,12 +451,21 @@ fn scan_decoded(raw: &str, norm: &str, depth: u8, budget: &mut usize, out: &mut 
         *budget -= d.len();
         let nd = normalize(&d);
         let before = out.len();
-        scan(&nd.text, false, out);
+        scan(&nd.text, segments.len(), false, out);
         for h in &out[before..] {
             best = best.max(h.weight);
         }
+        let seg = segments.len();
+        segments.push(nd.text);
         if depth > 0 {
-            best = best.max(scan_decoded(&d, &nd.text, depth - 1, budget, out));
+            best = best.max(scan_decoded(
+                &d,
+                &segments[seg].clone(),
+                depth - 1,
+                budget,
+                out,
+                segments,
+            ));
         }
     }
     best
@@ -467,11 +499,35 @@ fn combine(hits: &[Hit]) -> [f32; 7] {
     cats
 }
 
-/// Assess one text for prompt injection.
+/// Assess one text for prompt injection: the rules, then the installed learned stage
+/// ([`model::install`]; without one, the rules alone).
 pub fn assess(text: &str) -> Verdict {
+    analyse(text, model::installed()).verdict
+}
+
+/// Everything one assessment computed, for explanations and for the trainer's features.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub verdict: Verdict,
+    /// The rules' noisy-OR score alone.
+    pub rule_score: f32,
+    /// The rules found injection phrases only in a meta or quoting context; the learned score
+    /// is then capped at [`META_CAP`].
+    pub meta: bool,
+    /// The learned stage's margin and fused calibrated probability (when a model was given).
+    pub margin: Option<f32>,
+    pub probability: Option<f32>,
+    hits: Vec<Hit>,
+    /// Texts the rules and the model read: `[0]` the normalised text, then its de-leeted and
+    /// de-spaced forms (when they differ) and the normalised decoded spans.
+    pub segments: Vec<String>,
+}
+
+/// The rules, then (with `model`) the learned stage fused into one score.
+pub fn analyse(text: &str, model: Option<&model::Model>) -> Analysis {
     let norm: Normalized = normalize(text);
     let mut hits = Vec::new();
-    scan(&norm.text, true, &mut hits);
+    scan(&norm.text, 0, true, &mut hits);
 
     // Unmasked obfuscation: homoglyphs, zero-width, compatibility forms inside a hit.
     let mut encoded = 0.0f32;
@@ -483,11 +539,15 @@ pub fn assess(text: &str) -> Verdict {
             encoded = encoded.max(ENCODED_WEIGHT);
         }
     }
+    let Normalized {
+        text: norm_text, ..
+    } = norm;
+    let mut segments = vec![norm_text];
 
     // Leetspeak: hits that only appear after de-leeting.
-    if let Some(de) = deleet(&norm.text) {
+    if let Some(de) = deleet(&segments[0]) {
         let mut leet_hits = Vec::new();
-        scan(&de, true, &mut leet_hits);
+        scan(&de, segments.len(), true, &mut leet_hits);
         for h in leet_hits {
             let known = hits.iter().any(|k| k.id == h.id && k.start == h.start);
             if !known {
@@ -497,12 +557,13 @@ pub fn assess(text: &str) -> Verdict {
                 hits.push(h);
             }
         }
+        segments.push(de);
     }
 
     // Letter-spaced words ("i g n o r e"): hits of rules not already seen.
-    if let Some(joined) = normalize::despace(&norm.text) {
+    if let Some(joined) = normalize::despace(&segments[0]) {
         let mut sp_hits = Vec::new();
-        scan(&joined, true, &mut sp_hits);
+        scan(&joined, segments.len(), true, &mut sp_hits);
         for h in sp_hits {
             if !hits.iter().any(|k| k.id == h.id) {
                 if h.weight >= ENCODED_MIN_HIT && h.cat != Cat::EncodedPayload {
@@ -511,12 +572,22 @@ pub fn assess(text: &str) -> Verdict {
                 hits.push(h);
             }
         }
+        segments.push(joined);
     }
 
     // Encoded spans.
     let mut budget = MAX_DECODED_BYTES;
     let mut decoded_hits = Vec::new();
-    let best = scan_decoded(text, &norm.text, 2, &mut budget, &mut decoded_hits);
+    let norm0 = std::mem::take(&mut segments[0]);
+    let best = scan_decoded(
+        text,
+        &norm0,
+        2,
+        &mut budget,
+        &mut decoded_hits,
+        &mut segments,
+    );
+    segments[0] = norm0;
     if best >= ENCODED_MIN_HIT {
         encoded = encoded.max(ENCODED_WEIGHT);
         hits.extend(decoded_hits);
@@ -529,6 +600,8 @@ pub fn assess(text: &str) -> Verdict {
             start: 0,
             end: 0,
             id: OBFUSCATION_ID,
+            seg: 0,
+            damped: false,
         });
     }
 
@@ -537,16 +610,188 @@ pub fn assess(text: &str) -> Verdict {
     for w in cats {
         score *= 1.0 - w;
     }
-    let score = (1.0 - score).clamp(0.0, 1.0);
-    let categories = Cat::ALL
+    let rule_score = (1.0 - score).clamp(0.0, 1.0);
+    let mut categories: Vec<String> = Cat::ALL
         .iter()
         .filter(|c| cats[c.index()] >= REPORT_MIN)
         .map(|c| c.as_str().to_string())
         .collect();
-    Verdict {
-        score,
-        severity: Severity::from_score(score),
-        categories,
+    let mut score = rule_score;
+    let (mut margin, mut probability) = (None, None);
+    let meta = talks_about(&hits);
+    if let Some(m) = model {
+        let z = m.margin(segments.iter().map(String::as_str));
+        let p = m.probability(z, rule_score);
+        let mut learned = m.learned_score(p);
+        if meta {
+            // The rules saw the phrases and judged them quoted or discussed; a bag of n-grams
+            // cannot see quotes, so it may not quarantine such a text on its own.
+            learned = learned.min(META_CAP);
+        }
+        // The rules keep every verdict they reach; the model may only raise the score.
+        if learned > rule_score {
+            if Severity::from_score(learned) > Severity::from_score(rule_score) {
+                categories.push(LEARNED.to_string());
+            }
+            score = learned;
+        }
+        margin = Some(z);
+        probability = Some(p);
+    }
+    Analysis {
+        verdict: Verdict {
+            score,
+            severity: Severity::from_score(score),
+            categories,
+        },
+        rule_score,
+        meta,
+        margin,
+        probability,
+        hits,
+        segments,
+    }
+}
+
+/// Highest learned score when the text only talks about injection phrases (just below HIGH).
+pub const META_CAP: f32 = 0.59;
+
+/// Whether every rule hit of weight that counts sits in a meta or quoting context: the text
+/// discusses, quotes or defends against an injection rather than issuing one.
+fn talks_about(hits: &[Hit]) -> bool {
+    hits.iter().any(|h| h.damped)
+        && !hits
+            .iter()
+            .any(|h| !h.damped && h.weight >= ENCODED_MIN_HIT)
+}
+
+/// Category reported when the learned stage, not the rules, sets the severity.
+pub const LEARNED: &str = "learned";
+
+/// One rule hit in an explanation.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleHit {
+    pub category: &'static str,
+    pub weight: f32,
+    /// Where it matched: `text`, `deleet`, `despace`, `decoded` or `obfuscation`.
+    pub source: &'static str,
+    /// The matched text (normalised; at most 80 chars).
+    pub matched: String,
+}
+
+/// One hashed feature behind a verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureHit {
+    pub bucket: u32,
+    /// The n-grams that fell into this bucket in this text (`w:` word, `b:` bigram, `c:` chars).
+    pub ngrams: Vec<String>,
+    pub count: u32,
+    pub weight: f32,
+    /// `weight · count / √N`: this feature's share of the margin.
+    pub contribution: f32,
+}
+
+/// Rule hits and the strongest n-gram features behind a verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub rule_score: f32,
+    /// The rules saw the phrases only quoted or discussed (the learned score is capped).
+    pub meta: bool,
+    pub margin: Option<f32>,
+    pub probability: Option<f32>,
+    pub rules: Vec<RuleHit>,
+    pub features: Vec<FeatureHit>,
+}
+
+impl Analysis {
+    /// The rule hits and the `top` features with the largest contribution toward injection
+    /// (readable n-grams are rebuilt here, never in the hot path).
+    pub fn explain(&self, model: Option<&model::Model>, top: usize) -> Explanation {
+        let mut rules: Vec<RuleHit> = self
+            .hits
+            .iter()
+            .map(|h| {
+                let source = if h.id == OBFUSCATION_ID {
+                    "obfuscation"
+                } else {
+                    self.segment_kind(h.seg)
+                };
+                let seg = &self.segments[h.seg];
+                let matched: String = seg
+                    .get(h.start..h.end)
+                    .unwrap_or("")
+                    .chars()
+                    .take(80)
+                    .collect();
+                RuleHit {
+                    category: h.cat.as_str(),
+                    weight: h.weight,
+                    source,
+                    matched,
+                }
+            })
+            .collect();
+        rules.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+        let mut features = Vec::new();
+        if let Some(m) = model {
+            let mut by_bucket: std::collections::BTreeMap<u32, (u32, Vec<String>)> =
+                Default::default();
+            let mut n = 0u32;
+            model::visit(self.segments.iter().map(String::as_str), |b, g| {
+                n += 1;
+                let e = by_bucket.entry(b).or_default();
+                e.0 += 1;
+                let g = g.to_string();
+                if e.1.len() < 4 && !e.1.contains(&g) {
+                    e.1.push(g);
+                }
+            });
+            let norm = (n.max(1) as f32).sqrt();
+            features = by_bucket
+                .into_iter()
+                .map(|(bucket, (count, ngrams))| {
+                    let weight = m.weight(bucket);
+                    FeatureHit {
+                        bucket,
+                        ngrams,
+                        count,
+                        weight,
+                        contribution: weight * count as f32 / norm,
+                    }
+                })
+                .filter(|f| f.contribution > 0.0)
+                .collect();
+            features.sort_by(|a, b| {
+                b.contribution
+                    .total_cmp(&a.contribution)
+                    .then(a.bucket.cmp(&b.bucket))
+            });
+            features.truncate(top);
+        }
+        Explanation {
+            rule_score: self.rule_score,
+            meta: self.meta,
+            margin: self.margin,
+            probability: self.probability,
+            rules,
+            features,
+        }
+    }
+
+    fn segment_kind(&self, i: usize) -> &'static str {
+        if i == 0 {
+            "text"
+        } else {
+            // segments[1..] are deleet/despace (when present) then decoded; a hit's segment
+            // index is enough to tell decoded from the rest only by content, so ask again.
+            let n0 = &self.segments[0];
+            match (deleet(n0), normalize::despace(n0)) {
+                (Some(d), _) if i == 1 && d == self.segments[1] => "deleet",
+                (Some(_), Some(_)) if i == 2 => "despace",
+                (None, Some(_)) if i == 1 => "despace",
+                _ => "decoded",
+            }
+        }
     }
 }
 
