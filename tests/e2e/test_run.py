@@ -3,7 +3,12 @@
 It starts Kafka and the local LLM server, the reflex layer, the orchestrator and every arm as
 separate processes, sends examples/tasks.jsonl and waits until each task has its terminal
 result. Then we read the topics back ourselves: one result per task, the code task SUCCEEDED,
-the injection QUARANTINED, and no raw PII from the examples on any arm or result topic.
+the injection QUARANTINED, every result of the class its content allows (below), and no raw PII
+from the examples on any arm or result topic.
+
+The tiny default model decides whether a free-text example passes its checks, so those are
+asserted as invariants, never as one status: SUCCEEDED says what verified it and passed every
+check (never an echo, an apology or an empty answer), FAILED by the judge names the check.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from octollm.arms import ARMS
+from octollm.arms.checks_text import check_answer, is_prose
 from octollm.client import OctoClient
 from octollm.codec import Codec
 from octollm.settings import Settings
@@ -83,7 +91,9 @@ def read_all(bootstrap: str, topic: str) -> list[bytes]:
 
 
 @pytest.mark.timeout(1500)
-def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
+def test_run_once_answers_every_example_exactly_once(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
     settings = Settings(
         data_dir=tmp_path / "data", kafka_port=free_port_pair(), llm_port=free_port_pair()
     )
@@ -150,6 +160,23 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
         assert set(per_task) == set(by_id) and set(per_task.values()) == {1}, per_task
         for r in results:  # what the run printed is what is on the topic
             assert str(r["status"]) == by_id[str(r["task_id"])]["status"]
+            _assert_content_class(r, by_id[str(r["task_id"])]["goal"])
+        result_of = {by_id[str(r["task_id"])]["goal"]: r for r in results}
+        ended = {  # the model's share of the outcome, for the record (JUnit property, -rA)
+            goal[:40]: f"{r['status']} {r['verification']['method']} {(r['reason'] or '')[:160]}"
+            for goal, r in result_of.items()
+        }
+        record_property("examples", json.dumps(ended))
+        print(json.dumps(ended, indent=1))
+        add = result_of[add_goal]["verification"]
+        assert str(add["method"]) == "TESTS", add
+        assert {"add(2, 3) == 5", "add(-1, 1) == 0"} <= {c["name"] for c in add["checks"]}
+        assert str(result_of[attack]["verification"]["method"]) == "NONE"
+        reply = next(r for g, r in result_of.items() if g.startswith("Draft a polite reply"))
+        assert str(reply["status"]) in {"SUCCEEDED", "FAILED", "TIMED_OUT"}, reply
+        if str(reply["status"]) == "SUCCEEDED":  # its placeholders were checked, and kept
+            kept = [c for c in reply["verification"]["checks"] if c["name"] == "placeholders"]
+            assert kept and kept[0]["passed"], reply["verification"]
         # retrieve → code → test → cite: the task that asks for the conventions doc. The coder
         # always gets the passages and cites them; whether SmolLM2-135M then writes an add()
         # that passes `add(2, 3) == 5` within its attempts is the model's luck (seen in CI: six
@@ -191,6 +218,35 @@ def test_run_once_answers_every_example_exactly_once(tmp_path: Path) -> None:
             [OCTOLLM, "infra", "down"], env=env, capture_output=True, text=True, timeout=120
         )
         assert down.returncode == 0, down.stderr
+
+
+FREE_TEXT_CHECKS = {"empty", "refusal", "echo"}
+
+
+def _assert_content_class(result: dict[str, Any], goal: str) -> None:
+    """What a result may be, whatever the model wrote: SUCCEEDED passed every check that ran
+    and names how it was verified (a prose answer at least by the free-text checks, and it is no
+    refusal or empty answer to our own eyes either); FAILED by the judge names a failed check;
+    any other ending says why."""
+    status, output, reason = str(result["status"]), result["output"], result["reason"] or ""
+    verification = result["verification"]
+    method = str(verification["method"])
+    checks = {c["name"]: c["passed"] for c in verification["checks"]}
+    if status == "SUCCEEDED":
+        assert method in {"TESTS", "LLM_JUDGE", "DETERMINISTIC"}, result
+        assert checks and all(checks.values()), result
+        assert output and output.strip(), result
+        if is_prose(output):
+            assert set(checks) >= FREE_TEXT_CHECKS, result
+            again = {c.name: c for c in check_answer(goal, output)}
+            assert again["empty"].passed and again["refusal"].passed, (result, again)
+    elif status == "FAILED" and reason.startswith("judge failed"):
+        failed = [name for name, passed in checks.items() if not passed]
+        assert failed and any(name in reason for name in failed), result
+        assert method != "NONE", result
+    else:
+        assert status in {"FAILED", "TIMED_OUT", "QUARANTINED", "REJECTED"}, result
+        assert reason, result
 
 
 def _assert_no_pii_in_audit_tables(settings: Settings) -> None:
