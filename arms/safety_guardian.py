@@ -1,7 +1,7 @@
 """The safety guardian arm: the last check on an output before it leaves the system.
 
 It scans the output with the reflex layer's own detectors, through one long-running
-`octollm-reflex scan` subprocess per worker (`octollm.supervisor.reflex.ScanProcess`), so PII,
+`octollm-reflex scan` subprocess per worker (`octollm.runtime.reflex.ScanProcess`), so PII,
 secret and injection findings here are exactly those of the streaming reflex layer.
 
 Verdicts (output JSON {"verdict", "output", "pii", "injection", "reason", "task_injection"}):
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from octollm.contracts.models import ArmRequest, ArmStatus, InjectionVerdict, Severity
 from octollm.runtime.arm import Arm, ArmContext, ArmOutput
-from octollm.supervisor.reflex import ReflexError, ScanProcess, ScanResult
+from octollm.runtime.reflex import ReflexError, ScanProcess, ScanResult
 
 __all__ = ["SAFETY_STEP", "SECRET_TYPES", "SafetyGuardianArm", "decide"]
 

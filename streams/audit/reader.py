@@ -23,8 +23,8 @@ import httpx
 from octollm.audit import queries
 from octollm.audit.endpoint import stats_document, store_identity
 from octollm.audit.store import AuditStore, AuditStoreError, describe
+from octollm.runtime.pids import pid_alive
 from octollm.settings import Settings
-from octollm.supervisor.process import pid_alive
 
 log = logging.getLogger("octollm.audit.reader")
 

@@ -104,7 +104,7 @@ def reflex(
     ] = None,
 ) -> None:
     """The Rust reflex layer's streaming path (`octollm-reflex run`), in this process."""
-    from octollm.supervisor.reflex import ReflexError, reflex_run_argv
+    from octollm.runtime.reflex import ReflexError, reflex_run_argv
 
     settings = get_settings()
     try:

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from octollm.runtime.pids import pid_alive
 from octollm.settings import Settings
-from octollm.supervisor.process import pid_alive
 
 if TYPE_CHECKING:
     import faust

@@ -21,10 +21,19 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from octollm.runtime.pids import pid_alive, rss_mb
+
 if TYPE_CHECKING:
     from octollm.settings import Settings
 
-__all__ = ["ManagedProcess", "absolute_dirs", "pid_alive", "port_in_use", "wait_until"]
+__all__ = [
+    "ManagedProcess",
+    "absolute_dirs",
+    "pid_alive",
+    "port_in_use",
+    "rss_mb",
+    "wait_until",
+]
 
 
 def absolute_dirs(settings: Settings) -> Settings:
@@ -35,26 +44,6 @@ def absolute_dirs(settings: Settings) -> Settings:
     if data_dir == settings.data_dir and cache_dir == settings.cache_dir:
         return settings
     return settings.model_copy(update={"data_dir": data_dir, "cache_dir": cache_dir})
-
-
-def pid_alive(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie (a zombie has exited, it only awaits reaping)."""
-    if pid <= 0:
-        return False
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:
-        return True  # exists, but belongs to someone else
-
-
-def rss_mb(pid: int) -> float | None:
-    """Resident memory of `pid` in MB, None when it is gone or cannot be read."""
-    try:
-        return float(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
-    except psutil.Error:
-        return None
 
 
 def _cmdline(pid: int) -> list[str]:

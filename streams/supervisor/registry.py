@@ -33,10 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from octollm.runtime.pids import rss_mb
 from octollm.settings import PROJECT_ROOT, Settings
 from octollm.supervisor import maven
 from octollm.supervisor.kafka import InfraError
-from octollm.supervisor.process import ManagedProcess, pid_alive, port_in_use, rss_mb, wait_until
+from octollm.supervisor.process import ManagedProcess, pid_alive, port_in_use, wait_until
 
 __all__ = [
     "CCOMPAT_PATH",

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from octollm.runtime.pids import rss_mb
 from octollm.settings import Settings
-from octollm.supervisor.process import ManagedProcess, rss_mb
+from octollm.supervisor.process import ManagedProcess
 
 __all__ = [
     "Worker",
@@ -42,7 +43,7 @@ def worker_commands(settings: Settings, arms: list[str]) -> dict[str, list[str]]
     The reflex layer is the Rust binary itself (what `octollm worker reflex` execs), so its PID
     file names the binary; the others are `python -m octollm worker …`.
     """
-    from octollm.supervisor.reflex import reflex_run_argv
+    from octollm.runtime.reflex import reflex_run_argv
 
     return {"reflex": reflex_run_argv(settings), **python_worker_commands(arms)}
 
@@ -162,7 +163,7 @@ class WorkerStack:
 
 def stop_recorded_workers(settings: Settings, arms: list[str]) -> list[str]:
     """Stop workers a previous `octollm run` left behind (found by their PID files)."""
-    from octollm.supervisor.reflex import ReflexError
+    from octollm.runtime.reflex import ReflexError
 
     if not workers_dir(settings).is_dir():
         return []

@@ -17,14 +17,14 @@ import pytest_asyncio
 
 from octollm.arms.safety_guardian import SafetyGuardianArm, decide
 from octollm.contracts.models import ArmRequest, ArmStatus, InjectionVerdict
-from octollm.settings import Settings
-from octollm.supervisor.reflex import (
+from octollm.runtime.reflex import (
     ReflexError,
     ReflexNotBuilt,
     ScanProcess,
     ScanResult,
     reflex_binary,
 )
+from octollm.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -95,7 +95,7 @@ def test_cargo_target_dir_comes_first(tmp_path):
 
 
 def test_missing_binary_names_make_setup(tmp_path, monkeypatch):
-    import octollm.supervisor.reflex as reflex
+    import octollm.runtime.reflex as reflex
 
     monkeypatch.setattr(reflex, "DEFAULT_CARGO_TARGET", tmp_path / "none")
     monkeypatch.setattr(reflex, "PROJECT_ROOT", tmp_path)

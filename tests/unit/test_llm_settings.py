@@ -135,5 +135,5 @@ def test_arm_endpoints_from_the_config_file(
 
 def test_an_endpoint_for_no_such_arm_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCTO_LLM__ARMS__JUGDE__URL", "http://127.0.0.1:9100/v1")
-    with pytest.raises(ValueError, match="llm.arms names no arm jugde"):
+    with pytest.raises(ValueError, match=r"llm\.arms names no arm jugde"):
         Settings()

@@ -10,6 +10,7 @@ from octollm.arms import ARMS
 from octollm.cli import worker
 from octollm.cli.main import main
 from octollm.contracts.schemas import schemas_dir
+from octollm.runtime.reflex import injection_model
 
 pytestmark = pytest.mark.unit
 
@@ -61,6 +62,10 @@ def test_reflex_worker_execs_the_binary_with_the_settings(
             "env1.",
             "--schemas-dir",  # the package's contracts, not the checkout cargo built in
             str(schemas_dir()),
+            "--max-goal-bytes",  # octollm.toml's value reaches the binary, which cannot read it
+            "65536",
+            "--injection-model",  # this checkout's weights, not the checkout cargo built in
+            str(injection_model()),
             "--instance",
             "r2",
         ]

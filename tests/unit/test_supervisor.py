@@ -314,7 +314,7 @@ def test_run_clients_keep_what_the_user_set(tmp_path: Path) -> None:
 def test_reflex_run_argv_passes_the_goal_limit(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from octollm.supervisor.reflex import reflex_run_argv
+    from octollm.runtime.reflex import reflex_run_argv
 
     fake = tmp_path / "octollm-reflex"
     fake.write_text("#!/bin/sh\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from octollm.supervisor.reflex import reflex_binary
+from octollm.runtime.reflex import reflex_binary
 
 pytestmark = pytest.mark.unit
 

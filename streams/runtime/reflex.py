@@ -35,7 +35,7 @@ __all__ = [
     "reflex_binary",
 ]
 
-log = logging.getLogger("octollm.supervisor.reflex")
+log = logging.getLogger("octollm.runtime.reflex")
 
 BINARY_NAME = "octollm-reflex"
 DEFAULT_CARGO_TARGET = Path.home() / ".cache" / "octollm" / "cargo-target"
