@@ -106,11 +106,11 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"octollm: error: {exc}", err=True)
         sys.exit(1)
     except InfraError as exc:  # from any command that provisions a local service
-        first, *rest = str(exc).splitlines() or [type(exc).__name__]
+        line, *rest = str(exc).splitlines() or [type(exc).__name__]
         if rest:
             logging.getLogger("octollm.cli").debug("%s", "\n".join(rest))
-            first += f" (+{len(rest)} more line(s) with OCTO_LOG_LEVEL=DEBUG)"
-        typer.echo(f"octollm: error: {first}", err=True)
+            line += f" (+{len(rest)} more line(s) with OCTO_LOG_LEVEL=DEBUG)"
+        typer.echo(f"octollm: error: {line}", err=True)
         sys.exit(1)
     except ValidationError as exc:  # a bad OCTO_* variable or config file entry
         first = exc.errors()[0]

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Consumer as RawConsumer
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
@@ -88,9 +89,8 @@ def unread_records(
 
 def _read_spans(settings: Settings, starts: dict[TP, int], ends: dict[TP, int]) -> dict[TP, _Span]:
     """Read [start, end) of each partition with a read_committed reader that commits nothing."""
-    consumer = RawConsumer(
-        consumer_config(settings, client_id="octollm-lag", **{"enable.partition.eof": True})
-    )
+    eof: dict[str, Any] = {"enable.partition.eof": True}
+    consumer = RawConsumer(consumer_config(settings, client_id="octollm-lag", **eof))
     data: dict[TP, list[int]] = {tp: [] for tp in starts}
     resolved = dict(starts)
     open_tps = set(starts)
@@ -99,20 +99,21 @@ def _read_spans(settings: Settings, starts: dict[TP, int], ends: dict[TP, int]) 
         deadline = time.monotonic() + READ_BUDGET_S
         while open_tps and time.monotonic() < deadline:
             for msg in consumer.consume(num_messages=500, timeout=0.2):
-                tp = (msg.topic(), msg.partition())
+                tp = (str(msg.topic()), int(msg.partition() or 0))
                 if tp not in open_tps:
                     continue
+                offset = int(msg.offset() or 0)
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         # EOF comes at the last stable offset; an open transaction's records
                         # beyond it stay unknown and are counted until it ends.
-                        resolved[tp] = max(resolved[tp], min(msg.offset(), ends[tp]))
+                        resolved[tp] = max(resolved[tp], min(offset, ends[tp]))
                         open_tps.discard(tp)
                     continue
-                if msg.offset() < ends[tp]:
-                    data[tp].append(msg.offset())
-                resolved[tp] = max(resolved[tp], min(msg.offset() + 1, ends[tp]))
+                if offset < ends[tp]:
+                    data[tp].append(offset)
+                resolved[tp] = max(resolved[tp], min(offset + 1, ends[tp]))
                 if resolved[tp] >= ends[tp]:
                     open_tps.discard(tp)
     finally:

@@ -89,8 +89,7 @@ def injection_model(env: dict[str, str] | None = None) -> Path:
     """The learned injection stage's weights: `OCTO_REFLEX_INJECTION_MODEL`, else this checkout's
     `reflex-layer/model/injection.v1.bin`. Passed explicitly like `--schemas-dir`: the binary's
     own default is the checkout it was built in (a missing file makes it exit 1 at start)."""
-    env = os.environ if env is None else env
-    override = env.get("OCTO_REFLEX_INJECTION_MODEL")
+    override = (os.environ if env is None else env).get("OCTO_REFLEX_INJECTION_MODEL")
     if override:
         return Path(override)
     return PROJECT_ROOT / "reflex-layer" / "model" / "injection.v1.bin"
