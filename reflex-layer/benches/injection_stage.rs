@@ -68,7 +68,8 @@ fn main() {
             "200 B text", "rules µs", "rules+model", "added µs", "model µs", "target"
         );
         for (name, t) in &texts {
-            let segs = injection::analyse(t, None).segments;
+            let a = injection::analyse(t, None);
+            let segs: Vec<&str> = a.model_texts().collect();
             let rules = time(n, || {
                 drop(black_box(injection::analyse(black_box(t), None)))
             });
@@ -76,7 +77,7 @@ fn main() {
                 drop(black_box(injection::analyse(black_box(t), Some(&m))))
             });
             let stage = time(n, || {
-                black_box(m.margin(segs.iter().map(String::as_str)));
+                black_box(m.margin(segs.iter().copied()));
             });
             println!(
                 "{name:<10} {rules:>10.2} {both:>13.2} {:>11.2} {stage:>10.2} {:>8}",
@@ -100,9 +101,10 @@ fn main() {
         g.bench_function(BenchmarkId::new("rules+model", name), |b| {
             b.iter(|| injection::analyse(black_box(t), Some(&m)))
         });
-        let segs = injection::analyse(t, None).segments;
+        let a = injection::analyse(t, None);
+        let segs: Vec<&str> = a.model_texts().collect();
         g.bench_function(BenchmarkId::new("model", name), |b| {
-            b.iter(|| m.margin(segs.iter().map(String::as_str)))
+            b.iter(|| m.margin(segs.iter().copied()))
         });
     }
     g.finish();

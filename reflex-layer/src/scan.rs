@@ -134,7 +134,7 @@ pub fn features_line(line: &[u8]) -> String {
         Err(e) => return e,
     };
     let a = injection::analyse(&text, None);
-    let (counts, n) = injection::model::counts(a.segments.iter().map(String::as_str));
+    let (counts, n) = injection::model::counts(a.model_texts());
     let idx: Vec<u32> = counts.iter().map(|c| c.0).collect();
     let cnt: Vec<u32> = counts.iter().map(|c| c.1).collect();
     serde_json::json!({"id": id, "idx": idx, "cnt": cnt, "n": n, "rule": a.rule_score, "meta": a.meta}).to_string()

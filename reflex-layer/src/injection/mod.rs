@@ -437,6 +437,7 @@ fn scan_decoded(
     budget: &mut usize,
     out: &mut Vec<Hit>,
     segments: &mut Vec<String>,
+    kinds: &mut Vec<&'static str>,
 ) -> f32 {
     let mut best = 0.0f32;
     let mut candidates = decode::base64_spans(raw);
@@ -457,6 +458,7 @@ fn scan_decoded(
         }
         let seg = segments.len();
         segments.push(nd.text);
+        kinds.push("decoded");
         if depth > 0 {
             best = best.max(scan_decoded(
                 &d,
@@ -465,6 +467,7 @@ fn scan_decoded(
                 budget,
                 out,
                 segments,
+                kinds,
             ));
         }
     }
@@ -521,6 +524,81 @@ pub struct Analysis {
     /// Texts the rules and the model read: `[0]` the normalised text, then its de-leeted and
     /// de-spaced forms (when they differ) and the normalised decoded spans.
     pub segments: Vec<String>,
+    /// What each segment is: `text`, `deleet`, `despace` or `decoded`.
+    kinds: Vec<&'static str>,
+    /// The learned stage reads only the words de-leeting or de-spacing changed (`(segment,
+    /// words)`), so an unchanged word is not counted twice.
+    reduced: Vec<(usize, String)>,
+}
+
+/// The words of `new` (alphanumeric runs) that differ from the same bytes of `orig`; `new` is
+/// `orig` with ASCII bytes remapped (de-leeting keeps every offset).
+fn changed_words(orig: &str, new: &str) -> String {
+    let (o, n) = (orig.as_bytes(), new.as_bytes());
+    let mut out = String::new();
+    for (start, w) in alnum_words(new) {
+        let end = start + w.len();
+        if o.get(start..end) != n.get(start..end) {
+            out.push_str(w);
+            out.push(' ');
+        }
+    }
+    out
+}
+
+/// The words of `joined` (de-spaced) that are not words of `orig`.
+fn new_words(orig: &str, joined: &str) -> String {
+    let have: std::collections::HashSet<&str> = alnum_words(orig).map(|(_, w)| w).collect();
+    let mut out = String::new();
+    for (_, w) in alnum_words(joined) {
+        if !have.contains(w) {
+            out.push_str(w);
+            out.push(' ');
+        }
+    }
+    out
+}
+
+/// `(byte offset, word)` of every maximal run of alphanumeric characters.
+fn alnum_words(s: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut it = s.char_indices().peekable();
+    std::iter::from_fn(move || {
+        while let Some(&(_, c)) = it.peek() {
+            if c.is_alphanumeric() {
+                break;
+            }
+            it.next();
+        }
+        let (start, _) = *it.peek()?;
+        let mut end = start;
+        while let Some(&(i, c)) = it.peek() {
+            if !c.is_alphanumeric() {
+                break;
+            }
+            end = i + c.len_utf8();
+            it.next();
+        }
+        Some((start, &s[start..end]))
+    })
+}
+
+impl Analysis {
+    /// The texts the learned stage reads, one per segment.
+    pub fn model_texts(&self) -> impl Iterator<Item = &str> {
+        model_texts(&self.segments, &self.reduced)
+    }
+}
+
+fn model_texts<'a>(
+    segments: &'a [String],
+    reduced: &'a [(usize, String)],
+) -> impl Iterator<Item = &'a str> {
+    segments.iter().enumerate().map(move |(i, s)| {
+        reduced
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map_or(s.as_str(), |(_, r)| r.as_str())
+    })
 }
 
 /// The rules, then (with `model`) the learned stage fused into one score.
@@ -543,6 +621,8 @@ pub fn analyse(text: &str, model: Option<&model::Model>) -> Analysis {
         text: norm_text, ..
     } = norm;
     let mut segments = vec![norm_text];
+    let mut kinds = vec!["text"];
+    let mut reduced = Vec::new();
 
     // Leetspeak: hits that only appear after de-leeting.
     if let Some(de) = deleet(&segments[0]) {
@@ -557,7 +637,9 @@ pub fn analyse(text: &str, model: Option<&model::Model>) -> Analysis {
                 hits.push(h);
             }
         }
+        reduced.push((segments.len(), changed_words(&segments[0], &de)));
         segments.push(de);
+        kinds.push("deleet");
     }
 
     // Letter-spaced words ("i g n o r e"): hits of rules not already seen.
@@ -572,7 +654,9 @@ pub fn analyse(text: &str, model: Option<&model::Model>) -> Analysis {
                 hits.push(h);
             }
         }
+        reduced.push((segments.len(), new_words(&segments[0], &joined)));
         segments.push(joined);
+        kinds.push("despace");
     }
 
     // Encoded spans.
@@ -586,6 +670,7 @@ pub fn analyse(text: &str, model: Option<&model::Model>) -> Analysis {
         &mut budget,
         &mut decoded_hits,
         &mut segments,
+        &mut kinds,
     );
     segments[0] = norm0;
     if best >= ENCODED_MIN_HIT {
@@ -620,7 +705,7 @@ pub fn analyse(text: &str, model: Option<&model::Model>) -> Analysis {
     let (mut margin, mut probability) = (None, None);
     let meta = talks_about(&hits);
     if let Some(m) = model {
-        let z = m.margin(segments.iter().map(String::as_str));
+        let z = m.margin(model_texts(&segments, &reduced));
         let p = m.probability(z, rule_score);
         let mut learned = m.learned_score(p);
         if meta {
@@ -650,6 +735,8 @@ pub fn analyse(text: &str, model: Option<&model::Model>) -> Analysis {
         probability,
         hits,
         segments,
+        kinds,
+        reduced,
     }
 }
 
@@ -737,7 +824,7 @@ impl Analysis {
             let mut by_bucket: std::collections::BTreeMap<u32, (u32, Vec<String>)> =
                 Default::default();
             let mut n = 0u32;
-            model::visit(self.segments.iter().map(String::as_str), |b, g| {
+            model::visit(self.model_texts(), |b, g| {
                 n += 1;
                 let e = by_bucket.entry(b).or_default();
                 e.0 += 1;
@@ -779,19 +866,7 @@ impl Analysis {
     }
 
     fn segment_kind(&self, i: usize) -> &'static str {
-        if i == 0 {
-            "text"
-        } else {
-            // segments[1..] are deleet/despace (when present) then decoded; a hit's segment
-            // index is enough to tell decoded from the rest only by content, so ask again.
-            let n0 = &self.segments[0];
-            match (deleet(n0), normalize::despace(n0)) {
-                (Some(d), _) if i == 1 && d == self.segments[1] => "deleet",
-                (Some(_), Some(_)) if i == 2 => "despace",
-                (None, Some(_)) if i == 1 => "despace",
-                _ => "decoded",
-            }
-        }
+        self.kinds.get(i).copied().unwrap_or("decoded")
     }
 }
 

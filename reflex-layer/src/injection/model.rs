@@ -2,8 +2,9 @@
 //!
 //! Features are computed here and only here: `octollm-reflex features` prints them for the
 //! trainer (`scripts/train_injection.py`), so Python never re-implements normalisation or
-//! hashing. The feature text is what the rules see: the normalised text, its de-leeted and
-//! de-spaced forms and every decoded (base64/hex/rot13) span, each a separate *segment*.
+//! hashing. The feature text is what the rules see: the normalised text, the words de-leeting
+//! changed and the words de-spacing joined, and every decoded (base64/hex/rot13) span, each a
+//! separate *segment*.
 //!
 //! Per segment: words are maximal runs of alphanumeric characters (first 64 bytes of each);
 //! features are `w` unigrams, `b` bigrams of adjacent words, and `c` character 3-, 4- and
@@ -38,8 +39,9 @@ pub const MAX_SEGMENT_BYTES: usize = 64 * 1024;
 
 /// The feature definition; its FNV-1a hash is stored in the weights file, so weights trained
 /// for another definition are refused at load.
-pub const FEATURE_SPEC: &str = "octollm-injection-features/1 segments=normalize,deleet,despace,\
-decoded words=alnum-runs[64B] w:1gram b:2gram c:char3-5(' '+word[32c]+' ') \
+pub const FEATURE_SPEC: &str =
+    "octollm-injection-features/1 segments=normalize,deleet(changed words),\
+despace(new words),decoded words=alnum-runs[64B] w:1gram b:2gram c:char3-5(' '+word[32c]+' ') \
 hash=fnv1a64(kind,0x1f,bytes) bucket=(h^h>>32)&(2^18-1) value=1/sqrt(N) \
 p=sigmoid(c0+c1*z+c2*rule) meta-cap=0.59";
 
@@ -150,18 +152,23 @@ fn visit_segment<const WANT_GRAM: bool>(seg: &str, f: &mut impl FnMut(u32, Gram<
         let nchars = offs.len() - 1;
         let pb = padded.as_bytes();
         let c0 = start(b'c');
-        for n in 3..=5 {
-            if n > nchars {
-                break;
-            }
-            for i in 0..=(nchars - n) {
-                let s = &pb[offs[i]..offs[i + n]];
+        // The 4- and 5-gram at a position extend the 3-gram's FNV state by one character each
+        // (same hashes as hashing each n-gram from scratch, a third of the work).
+        for i in 0..nchars.saturating_sub(2) {
+            let mut h = c0;
+            let mut from = offs[i];
+            for n in 3..=5 {
+                if i + n > nchars {
+                    break;
+                }
+                h = fnv_feed(h, &pb[from..offs[i + n]]);
+                from = offs[i + n];
                 let g = if WANT_GRAM {
                     Gram::Char(&padded[offs[i]..offs[i + n]])
                 } else {
                     Gram::Word("")
                 };
-                f(bucket(fnv_feed(c0, s)), g);
+                f(bucket(h), g);
             }
         }
     }
@@ -214,10 +221,12 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// A loaded model: dequantised weights and the calibration of the fused score.
+/// A loaded model: quantised weights and the calibration of the fused score.
 #[derive(Clone)]
 pub struct Model {
-    weights: Vec<f32>,
+    /// Kept as `i8` (256 KiB, mostly cache-resident) and summed as integers; weight = q × scale.
+    weights: Vec<i8>,
+    scale: f32,
     pub bias: f32,
     /// `p = σ(c0 + c1·z + c2·rule_score)`.
     pub cal: [f32; 3],
@@ -308,7 +317,7 @@ impl Model {
         }
         let weights = b[HEADER_LEN..HEADER_LEN + n]
             .iter()
-            .map(|&q| (q as i8) as f32 * scale)
+            .map(|&q| q as i8)
             .collect();
         let sha256 = Sha256::digest(b)
             .iter()
@@ -316,6 +325,7 @@ impl Model {
             .collect();
         Ok(Model {
             weights,
+            scale,
             bias,
             cal,
             threshold,
@@ -325,23 +335,23 @@ impl Model {
 
     /// Weight of one bucket.
     pub fn weight(&self, bucket: u32) -> f32 {
-        self.weights[bucket as usize]
+        self.weights[bucket as usize] as f32 * self.scale
     }
 
     /// The margin `z` over `segments` (hot path: no allocation beyond two small buffers).
     pub fn margin<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> f32 {
-        let mut sum = 0.0f32;
+        let mut sum = 0i64;
         let mut n = 0u32;
         for s in segments {
             visit_segment::<false>(s, &mut |b, _| {
-                sum += self.weights[b as usize];
+                sum += self.weights[b as usize] as i64;
                 n += 1;
             });
         }
         if n == 0 {
             self.bias
         } else {
-            self.bias + sum / (n as f32).sqrt()
+            self.bias + (sum as f64 * self.scale as f64 / (n as f64).sqrt()) as f32
         }
     }
 
@@ -422,7 +432,7 @@ mod tests {
         visit(["ab cd"], |_, g| grams.push(g.to_string()));
         assert_eq!(
             grams,
-            ["w:ab", "c: ab", "c:ab ", "c: ab ", "w:cd", "b:ab cd", "c: cd", "c:cd ", "c: cd "]
+            ["w:ab", "c: ab", "c: ab ", "c:ab ", "w:cd", "b:ab cd", "c: cd", "c: cd ", "c:cd "]
         );
         let (c, n) = counts(["ab cd ab"]);
         assert_eq!(n, 9 + 5);
