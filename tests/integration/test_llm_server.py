@@ -10,6 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
 import jsonschema
 import pytest
 
@@ -111,6 +112,54 @@ async def test_concurrent_requests_are_all_answered(llm_settings: Settings) -> N
             )
         )
     assert all(r.completion_tokens > 0 for r in results)
+
+
+async def test_parallel_slots_decode_concurrent_requests_together(llm_settings: Settings) -> None:
+    """llama-server's slots: four concurrent requests are each answered correctly, and while
+    they run /slots shows more than one slot processing at once (continuous batching). How
+    much faster that is is `python -m bench llm`'s to say, not a test's."""
+    status = llm.llm_status(llm_settings)
+    assert status.server == "llama-server" and status.parallel == llm_settings.llm_parallel
+    root = llm_settings.llm_base_url.removesuffix("/v1")
+    busiest = 0
+    running = True
+
+    async def watch(http: httpx.AsyncClient) -> None:
+        nonlocal busiest
+        while running:
+            slots = (await http.get(f"{root}/slots")).json()
+            busiest = max(busiest, sum(1 for s in slots if s.get("is_processing")))
+            await asyncio.sleep(0.02)
+
+    words = ["apple", "river", "stone", "cloud"]
+    async with LLMClient(llm_settings) as client, httpx.AsyncClient(trust_env=False) as http:
+        slots = (await http.get(f"{root}/slots")).json()
+        assert len(slots) == llm_settings.llm_parallel >= 4
+        watcher = asyncio.create_task(watch(http))
+        try:
+            results = await asyncio.gather(
+                *(
+                    client.complete(
+                        [
+                            {"role": "system", "content": f"Request {n}."},
+                            {
+                                "role": "user",
+                                "content": f"Repeat the word {w} ten times, then explain it.",
+                            },
+                        ],
+                        max_tokens=64,
+                        temperature=0.0,
+                    )
+                    for n, w in enumerate(words)
+                )
+            )
+        finally:
+            running = False
+            await watcher
+    for word, done in zip(words, results, strict=True):
+        assert word in done.text.lower(), done.text
+        assert done.completion_tokens > 0 and done.prompt_tokens > 0
+    assert busiest >= 2
 
 
 async def test_server_down_is_llm_unavailable_within_the_timeout(tmp_path: Path) -> None:

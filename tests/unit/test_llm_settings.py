@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from octollm.settings import LLMSchemaFormat, Settings
+from octollm.settings import LLMSchemaFormat, LLMServerKind, Settings
 from octollm.supervisor import llm
 
 pytestmark = pytest.mark.unit
@@ -64,6 +64,33 @@ def test_server_config_binds_loopback_with_our_threads_and_context(tmp_path: Pat
         "n_ctx": 2048,
         "verbose": False,
     }
+
+
+def test_llama_server_argv_binds_loopback_with_parallel_slots(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, llm_threads=2, llm_ctx=2048, llm_parallel=3, llm_model="x")
+    argv = llm.llama_server_argv(s, 18123, Path("/models/m.gguf"), Path("/opt/llama-server"))
+    assert argv[0] == "/opt/llama-server"
+    opts = dict(zip(argv[1::2], argv[2::2], strict=False))
+    assert (opts["--host"], opts["--port"], opts["--model"]) == (
+        "127.0.0.1",
+        "18123",
+        "/models/m.gguf",
+    )
+    assert (opts["--alias"], opts["--threads"], opts["--threads-batch"]) == ("x", "2", "2")
+    # each of the 3 slots gets llm_ctx tokens: the server splits --ctx-size between them
+    assert (opts["--parallel"], opts["--ctx-size"]) == ("3", str(3 * 2048))
+    assert "--cont-batching" in argv and "--no-kv-unified" in argv and "--metrics" in argv
+    # the marker that tells our process from any other llama-server
+    assert str(tmp_path / "llm" / "slots") in argv
+
+
+def test_llama_server_is_the_default_and_a_missing_binary_is_one_clear_line(
+    tmp_path: Path,
+) -> None:
+    assert Settings().llm_server is LLMServerKind.LLAMA_SERVER and Settings().llm_parallel == 4
+    s = Settings(data_dir=tmp_path, llm_server_bin=tmp_path / "nope")
+    with pytest.raises(llm.LLMServerError, match=r"OCTO_LLM_SERVER_BIN=.*nope is not a file"):
+        llm.llama_server_binary(s)
 
 
 def test_a_missing_model_file_is_one_clear_line(tmp_path: Path) -> None:
