@@ -107,8 +107,11 @@ async def test_a_failing_first_attempt_is_retried_with_the_error(llm_settings, r
     from octollm.llm import LLMClient
 
     transport = FirstAnswerRecorded(RECORDED_WRONG_FIRST)
-    ctx = ArmContext(llm_settings, "coder@it", "coder")
-    ctx._llm = LLMClient(llm_settings, transport=transport)  # the recorded first answer
+    # One candidate a round: the retry with the error is what this follows (best-of-n would
+    # sample three more first answers beside the recorded one).
+    settings = llm_settings.model_copy(update={"coder_candidates": 1})
+    ctx = ArmContext(settings, "coder@it", "coder")
+    ctx._llm = LLMClient(settings, transport=transport)  # the recorded first answer
     request = coder_request(ADD_GOAL, {"tests": json.dumps(ADD_CHECKS)})
     try:
         result = await run_request(CoderArm(), request, ctx)
