@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
     "Candidate",
@@ -100,7 +100,7 @@ def temperatures(n: int, first: float, rest: float) -> list[float]:
 
 
 async def first_passing(
-    sample: Callable[[int], Awaitable[C]],
+    sample: Callable[[int], Coroutine[Any, Any, C]],
     n: int,
     *,
     budget: TokenBudget,
