@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import tempfile
 import time
 import uuid
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.llm_concurrency import server_settings
 from bench.report import Row, print_table
 from octollm.arms.coder import CoderArm
 from octollm.contracts.models import ArmRequest, ArmStatus
@@ -57,12 +57,6 @@ class Outcome:
 def load(name: str) -> list[Task]:
     rows = [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
     return [Task(r["id"], r["goal"], tuple(r["acceptance_criteria"])) for r in rows]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def arm_request(task: Task) -> ArmRequest:
@@ -112,18 +106,7 @@ def run(name: str, title: str) -> None:
     n = base.coder_candidates
     kind = base.llm_server
     with tempfile.TemporaryDirectory(prefix="octollm-bench-coder-") as tmp:
-        settings = Settings(
-            data_dir=Path(tmp),
-            llm_port=free_port(),
-            llm_server=kind,
-            llm_parallel=base.llm_parallel,
-            llm_threads=base.llm_threads,
-            llm_ctx=base.llm_ctx,
-            llm_model=base.llm_model,
-            llm_model_path=base.llm_model_path,
-            llm_server_bin=base.llm_server_bin,
-            coder_max_attempts=ROUNDS,
-        )
+        settings = server_settings(base, Path(tmp), kind, coder_max_attempts=ROUNDS)
         llm.start_llm(settings)
         try:
             slots = settings.llm_parallel if kind is LLMServerKind.LLAMA_SERVER else 1

@@ -17,6 +17,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from bench.report import Row, print_table
 from octollm.llm import LLMClient
@@ -81,11 +82,11 @@ async def measure(settings: Settings) -> dict[int, tuple[float, int, float]]:
         return out
 
 
-def run_server(
-    base: Settings, kind: LLMServerKind, tmp: Path
-) -> dict[int, tuple[float, int, float]]:
-    settings = Settings(
-        data_dir=tmp / kind.value,
+def server_settings(base: Settings, data_dir: Path, kind: LLMServerKind, **extra: Any) -> Settings:
+    """Settings for a local LLM server of `kind` of the benchmark's own (its data dir, a free
+    port), serving the model `base` names with `base`'s slots, threads and context."""
+    return Settings(
+        data_dir=data_dir,
         llm_port=free_port(),
         llm_server=kind,
         llm_parallel=base.llm_parallel,
@@ -94,8 +95,14 @@ def run_server(
         llm_model=base.llm_model,
         llm_model_path=base.llm_model_path,
         llm_server_bin=base.llm_server_bin,
-        llm_timeout_s=600,
+        **extra,
     )
+
+
+def run_server(
+    base: Settings, kind: LLMServerKind, tmp: Path
+) -> dict[int, tuple[float, int, float]]:
+    settings = server_settings(base, tmp / kind.value, kind, llm_timeout_s=600)
     llm.start_llm(settings)
     try:
         return asyncio.run(measure(settings))
