@@ -242,34 +242,29 @@ def _process(
     if kind is None:
         recorded = _read_state(settings).get("server")
         kind = LLMServerKind(recorded) if recorded in set(LLMServerKind) else settings.llm_server
+    env: dict[str, str] | None
     if kind is LLMServerKind.LLAMA_SERVER:
         marker = str(slot_dir(settings))
         if argv is None:
             # Only argv[0]'s basename and the marker identify the process.
             argv = ["llama-server", "--slot-save-path", marker]
-        return ManagedProcess(
-            PROCESS_NAME,
-            run_dir(settings),
-            argv,
-            log_file=log_file(settings),
-            cwd=llm_dir(settings),
-            marker=marker,
-            # LLAMA_ARG_* in the environment set options too; our command line overrides
-            # them (llama.cpp applies the CLI last), so no stray LLAMA_ARG_HOST can expose it.
-            env={} if port is not None else None,
-        )
-    cfg = str(config_file(settings))
-    argv = [sys.executable, "-m", "llama_cpp.server", "--config_file", cfg]
+        # LLAMA_ARG_* in the environment set options too; our command line overrides them
+        # (llama.cpp applies the CLI last), so no stray LLAMA_ARG_HOST can expose it.
+        env = {} if port is not None else None
+    else:
+        marker = str(config_file(settings))
+        argv = [sys.executable, "-m", "llama_cpp.server", "--config_file", marker]
+        # llama_cpp.server lets HOST, PORT and CONFIG_FILE in the environment override its
+        # config: pin them, so a stray HOST=0.0.0.0 cannot expose the server.
+        env = None if port is None else {"HOST": HOST, "PORT": str(port), "CONFIG_FILE": marker}
     return ManagedProcess(
         PROCESS_NAME,
         run_dir(settings),
         argv,
         log_file=log_file(settings),
         cwd=llm_dir(settings),
-        marker=cfg,
-        # llama_cpp.server lets HOST, PORT and CONFIG_FILE in the environment override its
-        # config: pin them, so a stray HOST=0.0.0.0 cannot expose the server.
-        env=None if port is None else {"HOST": HOST, "PORT": str(port), "CONFIG_FILE": cfg},
+        marker=marker,
+        env=env,
     )
 
 
