@@ -39,6 +39,11 @@ SECRET_TYPES = frozenset(
     }
 )
 _RANK = {s.value: i for i, s in enumerate(Severity)}  # NONE < LOW < MEDIUM < HIGH < CRITICAL
+#: The reflex layer's category when its learned stage, not a rule, set the severity. That stage
+#: was trained on task inputs (attacks against benign instructions and questions); a model's
+#: answer lies outside what it has seen (an e2e run had a benign summary scored CRITICAL), so
+#: an output is blocked as an injection only when a rule names what it does.
+LEARNED = "learned"
 
 
 def _task_injection(raw: str | None) -> InjectionVerdict:
@@ -55,11 +60,12 @@ def decide(text: str, scan: ScanResult, task: InjectionVerdict) -> dict[str, Any
     pii = scan.pii_types
     secrets = sorted(set(pii) & SECRET_TYPES)
     severity = _RANK.get(scan.injection.severity, 0)
+    named = set(scan.injection.categories) - {LEARNED}
     echoed = sorted(set(scan.injection.categories) & set(task.categories))
     reason = ""
     if secrets:
         reason = f"the output leaks secrets: {', '.join(secrets)}"
-    elif severity >= _RANK["HIGH"]:
+    elif severity >= _RANK["HIGH"] and named:
         reason = (
             f"the output itself is a prompt-injection attempt ({scan.injection.severity}, "
             f"score {scan.injection.score:.2f}: {', '.join(scan.injection.categories)})"

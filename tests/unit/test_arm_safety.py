@@ -192,6 +192,13 @@ def test_medium_output_is_blocked_only_when_it_echoes_the_tasks_flag():
     assert clean_task["verdict"] == "pass"
 
 
+def test_an_output_is_blocked_as_an_injection_only_when_a_rule_names_it():
+    learned_only = decide("x", scan("CRITICAL", ["learned"]), InjectionVerdict())
+    assert learned_only["verdict"] == "pass"
+    named = decide("x", scan("CRITICAL", ["instruction_override", "learned"]), InjectionVerdict())
+    assert named["verdict"] == "blocked" and "instruction_override" in named["reason"]
+
+
 def test_leak_guard_redaction_without_a_finding_counts_as_redacted():
     assert (
         decide("raw", scan("NONE", [], redacted="<EMAIL_1>"), InjectionVerdict())["verdict"]
